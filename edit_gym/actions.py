@@ -1,0 +1,94 @@
+"""Action types: how an agent says which candidates to edit and how strongly.
+
+Every type decodes to a boolean mask (L,) and a coefficient vector (L,) in [-1, 1]. The
+coefficient sets the candidate's update scale on a log scale around the rule's step size::
+
+    scale_l = step_size * coef_range ** coef_l      # coef -1 -> step/coef_range, 0 -> step, +1 -> step*coef_range
+
+| action_type     | space                                              | decoding                                   |
+|-----------------|----------------------------------------------------|--------------------------------------------|
+| "dict"          | Dict(mask=MultiBinary(L), coef=Box(-1, 1, (L,)))    | as given                                   |
+| "box"           | Box(-1, 1, (2L,))                                  | mask = first half > 0, coef = second half  |
+| "multidiscrete" | MultiDiscrete([levels + 1] * L)                    | 0 = skip; bin b >= 1 -> coef linspace(-1, 1, levels)[b-1] |
+| "mask"          | MultiBinary(L)                                     | coef = 0 (the step size itself)            |
+
+Invalid actions raise :class:`InvalidActionError` before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from gymnasium import spaces
+
+ACTION_TYPES = ("dict", "box", "multidiscrete", "mask")
+
+
+class InvalidActionError(ValueError):
+    """An action that does not fit the environment's action space; nothing was changed."""
+
+
+def make_action_space(action_type: str, num_candidates: int, coef_levels: int) -> spaces.Space:
+    n = num_candidates
+    if action_type == "dict":
+        return spaces.Dict(
+            {"mask": spaces.MultiBinary(n), "coef": spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)}
+        )
+    if action_type == "box":
+        return spaces.Box(-1.0, 1.0, (2 * n,), dtype=np.float32)
+    if action_type == "multidiscrete":
+        return spaces.MultiDiscrete(np.full(n, coef_levels + 1, dtype=np.int64))
+    if action_type == "mask":
+        return spaces.MultiBinary(n)
+    raise ValueError(f"unknown action_type {action_type!r} (known: {', '.join(ACTION_TYPES)})")
+
+
+def _array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001
+        raise InvalidActionError(f"{name}: cannot be read as an array ({err})") from None
+    if arr.shape != shape:
+        raise InvalidActionError(f"{name}: expected shape {shape}, got {arr.shape}")
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InvalidActionError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _binary(value, name: str, n: int) -> np.ndarray:
+    arr = _array(value, name, (n,))
+    if not np.all((arr == 0) | (arr == 1)):
+        raise InvalidActionError(f"{name}: entries must be 0 or 1, got {arr.tolist()}")
+    return arr.astype(bool)
+
+
+def _coefficients(value, name: str, n: int) -> np.ndarray:
+    arr = _array(value, name, (n,)).astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise InvalidActionError(f"{name}: contains NaN or inf: {arr.tolist()}")
+    if np.any(np.abs(arr) > 1.0 + 1e-6):
+        raise InvalidActionError(f"{name}: coefficients must lie in [-1, 1], got {arr.tolist()}")
+    return np.clip(arr, -1.0, 1.0)
+
+
+def decode_action(action, action_type: str, n: int, coef_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask bool (n,), coef float64 (n,)) from an action, or InvalidActionError."""
+    if action_type == "dict":
+        if not isinstance(action, Mapping) or set(action) != {"mask", "coef"}:
+            got = sorted(action) if isinstance(action, Mapping) else type(action).__name__
+            raise InvalidActionError(f"action: expected a dict with keys 'mask' and 'coef', got {got}")
+        return _binary(action["mask"], "action['mask']", n), _coefficients(action["coef"], "action['coef']", n)
+    if action_type == "box":
+        flat = _coefficients(_array(action, "action", (2 * n,)).astype(np.float64), "action", 2 * n)
+        return flat[:n] > 0, flat[n:]
+    if action_type == "multidiscrete":
+        arr = _array(action, "action", (n,))
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)) or arr.min() < 0 or arr.max() > coef_levels:
+            raise InvalidActionError(f"action: entries must be integers in [0, {coef_levels}], got {arr.tolist()}")
+        bins = arr.astype(np.int64)
+        levels = np.linspace(-1.0, 1.0, coef_levels) if coef_levels > 1 else np.zeros(1)
+        return bins > 0, np.where(bins > 0, levels[np.maximum(bins - 1, 0)], 0.0)
+    if action_type == "mask":
+        return _binary(action, "action", n), np.zeros(n)
+    raise ValueError(f"unknown action_type {action_type!r}")

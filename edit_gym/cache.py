@@ -1,0 +1,72 @@
+"""Where edit-gym keeps what it builds once (the tiny model, converted checkpoints, known-fact lists).
+
+The folder defaults to ``~/.cache/edit_gym`` (or ``$XDG_CACHE_HOME/edit_gym``) and is overridden by
+the ``EDIT_GYM_CACHE`` environment variable. Every entry is written into a temporary sibling folder
+and renamed into place, under a file lock, so a crash or a second process never leaves a half-written
+entry behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+CACHE_ENV_VAR = "EDIT_GYM_CACHE"
+
+
+def cache_dir() -> Path:
+    """The root cache folder (created on first use)."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        root = Path(override).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = Path(base) / "edit_gym"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def cached_folder(name: str, build: Callable[[Path], None], *, complete_marker: str = "COMPLETE") -> Path:
+    """Return ``cache_dir()/name``, calling ``build(tmp_folder)`` first if it is missing.
+
+    ``build`` writes into an empty temporary folder; the folder is renamed into place only once
+    ``build`` returns, and a marker file records that it is whole. Concurrent callers wait on a lock.
+    """
+    root = cache_dir()
+    target = root / name
+    marker = target / complete_marker
+    if marker.exists():
+        return target
+    with FileLock(str(root / f".{name}.lock")):
+        if marker.exists():
+            return target
+        if target.exists():  # a partial folder from an older, interrupted writer
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            build(tmp)
+            (tmp / complete_marker).write_text("ok\n")
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,85 @@
+"""The environment's configuration: one dataclass, plain JSON-able values only.
+
+Kwargs stay names, paths and numbers (never live objects) so ``env.spec`` round-trips through JSON,
+``spec.make()`` rebuilds the env, and vector/subprocess envs can be made from the id alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+REWARD_MODES = ("edit",)
+
+
+@dataclass
+class EnvConfig:
+    """Every constructor kwarg of :class:`~edit_gym.env.LifelongEditEnv`, with its default."""
+
+    model: str = "smollm2-135m"
+    """Backbone: a built-in name (``tiny``, ``smollm2-135m``), a Hugging Face id or a local folder."""
+    dataset: str = "facts"
+    """Edit data: a built-in name, a local JSON/JSONL file, or a ``datasets`` source (``id[:split]``)."""
+    known_only: bool | None = None
+    """Keep only requests whose true answer the model already gives (default: on for built-in data)."""
+    num_edits: int = 20
+    """Requests per episode (the stream length)."""
+    edits_per_step: int = 1
+    """Requests applied together in one step (a batch edit)."""
+    candidates: list[str] | None = None
+    """Full module names of the editable matrices (default: every block's MLP output projection)."""
+    action_type: str = "dict"
+    """``dict``, ``box``, ``multidiscrete`` or ``mask`` (see :mod:`edit_gym.actions`)."""
+    coef_range: float = 10.0
+    """Coefficient -1 / 0 / +1 scales the update by 1/coef_range / 1 / coef_range."""
+    coef_levels: int = 5
+    """Coefficient levels of the ``multidiscrete`` action type."""
+    editor: str = "ridge"
+    """Update rule producing the direction the action gates and scales."""
+    step_size: float | None = None
+    """The rule's base step a (default: calibrated per backbone)."""
+    log_lambda: float = 0.0
+    """Ridge log-strength lam of the ``ridge`` rule."""
+    spread: bool = True
+    """Divide each update by the number of selected candidates (MEMIT-style spreading)."""
+    reward: str = "edit"
+    """Reward mode; ``edit`` = -(edit loss after) - w_loc * KL - w_sparse * touched / L."""
+    w_loc: float = 1.0
+    """Weight of the KL(pre-edit || edited) locality penalty on neighbourhood prompts."""
+    w_sparse: float = 0.1
+    """Weight of the fraction of candidates touched."""
+    success_threshold: float = 0.5
+    """``info['is_success']`` at the end: final efficacy over the stream >= this."""
+    final_eval: bool = True
+    """Score every edit of the stream (efficacy, generalization, specificity) on the last step."""
+    max_loss: float = 50.0
+    """An update whose post-edit loss exceeds this (or is not finite) is rolled back and ends the episode."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``, ``auto``)."""
+    dtype: str = "float32"
+    """Model dtype (``float32``, ``bfloat16``, ``float16``); updates are computed in float32."""
+
+
+def default_config() -> dict:
+    """The default configuration as a plain dict."""
+    return asdict(EnvConfig())
+
+
+def make_config(config: dict | None = None, **overrides) -> EnvConfig:
+    """Merge a config dict and keyword overrides; unknown keys are an error that names them."""
+    merged = {**(config or {}), **overrides}
+    known = {f.name for f in fields(EnvConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise TypeError(f"unknown LifelongEdit option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    cfg = EnvConfig(**merged)
+    if cfg.num_edits < 1 or cfg.edits_per_step < 1:
+        raise ValueError("num_edits and edits_per_step must be positive integers")
+    if cfg.num_edits % cfg.edits_per_step:
+        raise ValueError(f"num_edits ({cfg.num_edits}) must be a multiple of edits_per_step ({cfg.edits_per_step})")
+    if cfg.reward not in REWARD_MODES:
+        raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")
+    if cfg.coef_range < 1.0:
+        raise ValueError(f"coef_range must be >= 1, got {cfg.coef_range}")
+    if cfg.coef_levels < 1:
+        raise ValueError(f"coef_levels must be >= 1, got {cfg.coef_levels}")
+    return cfg

@@ -1,0 +1,90 @@
+"""The built-in fact set: real, public facts written for this package, turned into edit requests.
+
+``facts.tsv`` holds (subject, relation, object) rows and ``relations.json`` one prompt and three
+paraphrase templates per relation. :func:`builtin_requests` makes one CounterFact-style request
+per fact: ``target_new`` is another object of the same relation, the paraphrases rephrase the
+prompt, and the neighbourhood holds the same relation asked of other subjects with their true
+objects. Everything is derived with a fixed seed, so the set is identical on every machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from edit_gym.data.request import EditRequest, Probe
+
+BUILTIN_DATASETS = ("facts",)
+NEIGHBOURS_PER_REQUEST = 3
+_SEED = 20260
+
+
+@lru_cache(maxsize=1)
+def load_fact_table() -> tuple[dict[str, dict], tuple[tuple[str, str, str], ...]]:
+    """The relation templates and the (subject, relation, object) rows, read from package data."""
+    root = resources.files("edit_gym.data")
+    relations = json.loads((root / "relations.json").read_text(encoding="utf-8"))
+    with (root / "facts.tsv").open("r", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        rows = tuple((r["subject"], r["relation"], r["object"]) for r in reader)
+    return relations, rows
+
+
+def fill(template: str, subject: str) -> tuple[str, str]:
+    """Put ``subject`` into ``template``; capitalise it when it opens the sentence.
+
+    Returns the prompt and the subject as it appears in the prompt.
+    """
+    if template.startswith("{}") and subject[:1].islower():
+        subject = subject[:1].upper() + subject[1:]
+    return template.replace("{}", subject, 1), subject
+
+
+def builtin_requests(name: str = "facts") -> list[EditRequest]:
+    """All requests of a built-in dataset, in a fixed order."""
+    if name not in BUILTIN_DATASETS:
+        raise ValueError(f"unknown built-in dataset {name!r} (known: {', '.join(BUILTIN_DATASETS)})")
+    relations, rows = load_fact_table()
+    by_relation: dict[str, list[tuple[str, str]]] = {}
+    for subject, relation, obj in rows:
+        by_relation.setdefault(relation, []).append((subject, obj))
+    rng = np.random.default_rng(_SEED)
+    requests = []
+    for subject, relation, obj in rows:
+        templates = relations[relation]
+        facts = by_relation[relation]
+        objects = sorted({o for _, o in facts if o != obj})
+        target_new = objects[int(rng.integers(len(objects)))]
+        others = [f for f in facts if f[0] != subject]
+        picks = rng.choice(len(others), size=min(NEIGHBOURS_PER_REQUEST, len(others)), replace=False)
+        prompt, subject_in_prompt = fill(templates["prompt"], subject)
+        requests.append(
+            EditRequest(
+                prompt=prompt,
+                subject=subject_in_prompt,
+                target_new=target_new,
+                target_true=obj,
+                paraphrases=tuple(fill(t, subject)[0] for t in templates["paraphrases"]),
+                neighbourhood=tuple(
+                    Probe(fill(templates["prompt"], others[int(i)][0])[0], others[int(i)][1]) for i in picks
+                ),
+                relation=relation,
+                uid=f"{relation}:{subject}",
+            )
+        )
+    return requests
+
+
+def training_texts() -> list[tuple[str, str]]:
+    """(prompt, answer) pairs that state every fact in every template: the tiny model's corpus."""
+    relations, rows = load_fact_table()
+    pairs = []
+    for subject, relation, obj in rows:
+        templates = relations[relation]
+        for template in (templates["prompt"], *templates["paraphrases"]):
+            pairs.append((fill(template, subject)[0], obj))
+    return pairs

@@ -1,0 +1,1 @@
+"""What one edit needs: captured keys and value-gradients, update rules, and the scores."""

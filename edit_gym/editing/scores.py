@@ -1,0 +1,92 @@
+"""Teacher-forced scores read at answer positions, batched.
+
+* accuracy: top-1 agreement of the model's prediction with each answer token (per pair: the
+  fraction of its answer tokens that are right; per token when ``per_token=True``).
+* reference: the pre-edit model's top-k next-token distribution at each answer position, kept
+  to score specificity later without keeping the pre-edit weights.
+* drift: KL(pre-edit || now) over the reference's top-k tokens plus one bucket for the rest
+  (an exact KL between the two coarse-grained distributions, and a lower bound on the full KL),
+  and top-1 agreement with the pre-edit prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edit_gym.tokens import PairEncoder, TokenBatch
+
+REFERENCE_TOP_K = 32
+
+
+def answer_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """Log-probabilities (N, V) at the answer positions of ``batch``, float32."""
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return torch.log_softmax(logits[batch.answer_mask].float(), dim=-1)
+
+
+@dataclass
+class Reference:
+    """The pre-edit model's top-k distribution at each answer position of one pair."""
+
+    ids: torch.Tensor  # (n, k) long
+    logp: torch.Tensor  # (n, k) float32
+
+
+def pair_slices(batch: TokenBatch) -> list[slice]:
+    """For each pair of the batch, the slice of its rows among the answer positions."""
+    counts = batch.answer_mask.sum(1).tolist()
+    out, start = [], 0
+    for c in counts:
+        out.append(slice(start, start + c))
+        start += c
+    return out
+
+
+def batched(model, encoder: PairEncoder, pairs: list[tuple[str, str]], batch_size: int, device):
+    """Yield (pairs chunk, its batch, its answer log-probs)."""
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        batch = encoder.encode(chunk, device=device)
+        yield chunk, batch, answer_logprobs(model, batch)
+
+
+def accuracy(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
+    """Per pair, the fraction of answer tokens predicted top-1 (teacher-forced)."""
+    out: list[float] = []
+    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+        hits = (logp.argmax(-1) == batch.labels[batch.answer_mask]).float()
+        out.extend(float(hits[s].mean()) for s in pair_slices(batch))
+    return out
+
+
+def references(model, encoder, pairs, *, k: int = REFERENCE_TOP_K, batch_size: int = 64, device="cpu"):
+    """Per pair, the model's top-k distribution at each answer position (on the CPU)."""
+    out: list[Reference] = []
+    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+        top = logp.topk(k, dim=-1)
+        out.extend(Reference(top.indices[s].cpu(), top.values[s].cpu()) for s in pair_slices(batch))
+    return out
+
+
+def drift_from_reference(logp: torch.Tensor, ref: Reference) -> tuple[float, float]:
+    """(KL(reference || now) over top-k + rest, top-1 agreement) for one pair's answer rows."""
+    ids, ref_logp = ref.ids.to(logp.device), ref.logp.to(logp.device)
+    now = logp.gather(1, ids)
+    p = ref_logp.exp()
+    tail_p = (1.0 - p.sum(1)).clamp_min(1e-8)
+    tail_q = (1.0 - now.exp().sum(1)).clamp_min(1e-8)
+    kl = (p * (ref_logp - now)).sum(1) + tail_p * (tail_p.log() - tail_q.log())
+    agree = (logp.argmax(-1) == ids[:, 0]).float()
+    return float(kl.clamp_min(0).mean()), float(agree.mean())
+
+
+def drift(model, encoder, pairs, refs: list[Reference], *, batch_size: int = 64, device="cpu"):
+    """Per pair, (KL to the reference, agreement with the reference)."""
+    out: list[tuple[float, float]] = []
+    for j, (_, batch, logp) in enumerate(batched(model, encoder, pairs, batch_size, device)):
+        for s, ref in zip(pair_slices(batch), refs[j * batch_size : (j + 1) * batch_size], strict=True):
+            out.append(drift_from_reference(logp[s], ref))
+    return out

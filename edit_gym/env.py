@@ -1,0 +1,393 @@
+"""``LifelongEdit``: a stream of edit requests applied to one language model, as a Gymnasium env.
+
+One episode is a stream of ``num_edits`` requests, ``edits_per_step`` per step, written into the
+same weights. At each step the agent sees the current request and per-candidate statistics of it
+and of the history, and answers with a mask over the candidate matrices and a coefficient per
+candidate; the env's update rule turns the request into a change per selected matrix, scaled by
+the coefficient, and applies it. ``reset(seed)`` restores the pristine weights bit-exactly (from a
+copy of the candidate matrices only) and draws a new stream. See ``docs/concepts.md`` for the
+observation, action and reward tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from edit_gym.actions import InvalidActionError, decode_action, make_action_space
+from edit_gym.architectures import default_candidates
+from edit_gym.backbones import Backbone, load_backbone
+from edit_gym.candidates import Candidate, resolve_candidates
+from edit_gym.config import EnvConfig, make_config
+from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
+from edit_gym.editing.capture import EditCapture, capture
+from edit_gym.editing.rules import make_rule
+from edit_gym.editing.scores import Reference, accuracy, answer_logprobs, drift, drift_from_reference, pair_slices
+from edit_gym.editing.scores import references as compute_references
+from edit_gym.render import render_ansi, render_mask_heatmap
+from edit_gym.tokens import EmptyAnswerError, PairEncoder
+
+# Per-candidate statistics, in column order, with their bounds (the observation is clipped to them).
+LAYER_STATS = (
+    ("log10_key_norm", -12.0, 6.0),
+    ("log10_value_grad_norm", -12.0, 6.0),
+    ("log10_grad_norm", -12.0, 6.0),
+    ("edit_loss", 0.0, 50.0),
+    ("relative_drift", 0.0, 10.0),
+    ("edited_fraction", 0.0, 1.0),
+    ("key_overlap", 0.0, 1.0),
+)
+PROGRESS = (("step_fraction", 1.0), ("success_rate", 1.0), ("mean_edit_loss", 50.0), ("mean_kl", 50.0))
+KEY_HISTORY = 128  # edited keys remembered per candidate for the overlap statistic
+
+
+class _ModelState:
+    """The heavy, rebuildable part of the env: model, candidates, pristine copies, tokenizer cache."""
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        self.backbone: Backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        names = cfg.candidates or default_candidates(self.backbone.model_type, self.backbone.num_blocks)
+        self.candidates: list[Candidate] = resolve_candidates(self.backbone.model, list(names))
+        self.pristine = [c.param.detach().clone() for c in self.candidates]
+        self.pristine_norm = [float(c.weight().float().norm()) for c in self.candidates]
+        self.encoder = PairEncoder(self.backbone.tokenizer)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.backbone.model
+
+    @torch.no_grad()
+    def restore(self, weights: list[torch.Tensor] | None = None) -> None:
+        for cand, saved in zip(self.candidates, weights or self.pristine, strict=True):
+            cand.param.copy_(saved)
+
+
+class LifelongEditEnv(gym.Env):
+    """Lifelong model editing as an RL environment (ids ``LifelongEdit-v0``, ``LifelongEdit-Tiny-v0``)."""
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    @classmethod
+    def default_config(cls) -> dict:
+        """Every option and its default (see :class:`edit_gym.config.EnvConfig`)."""
+        return asdict(EnvConfig())
+
+    def __init__(self, render_mode: str | None = None, config: dict | None = None, **kwargs: Any) -> None:
+        self.cfg = make_config(config, **kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r} (known: {self.metadata['render_modes']})")
+        self.render_mode = render_mode
+        self._state = _ModelState(self.cfg)
+        self._requests = self._load_requests()
+        defaults = self._state.backbone.defaults
+        step = self.cfg.step_size if self.cfg.step_size is not None else defaults["step_size"]
+        params = {"step_size": 1.0} if self.cfg.editor != "ridge" else {"step_size": 1.0, "log_lambda": self.cfg.log_lambda}
+        self._rule = make_rule(self.cfg.editor, **params)
+        self.step_size = float(step)
+        self.num_candidates = len(self._state.candidates)
+        self.num_steps = self.cfg.num_edits // self.cfg.edits_per_step
+        self.candidate_names = [c.name for c in self._state.candidates]
+        embed_dim = self._state.model.get_input_embeddings().weight.shape[1]
+        low = np.array([lo for _, lo, _ in LAYER_STATS], dtype=np.float32)
+        high = np.array([hi for _, _, hi in LAYER_STATS], dtype=np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "request": spaces.Box(-1.0, 1.0, (2 * embed_dim,), dtype=np.float32),
+                "layer_stats": spaces.Box(
+                    np.tile(low, (self.num_candidates, 1)), np.tile(high, (self.num_candidates, 1)), dtype=np.float32
+                ),
+                "progress": spaces.Box(
+                    np.zeros(len(PROGRESS), np.float32), np.array([h for _, h in PROGRESS], np.float32), dtype=np.float32
+                ),
+            }
+        )
+        self.action_space = make_action_space(self.cfg.action_type, self.num_candidates, self.cfg.coef_levels)
+        self._references: dict[int, list[Reference]] = {}
+        self._embeddings: dict[int, np.ndarray] = {}
+        self._ready = False
+
+    # ------------------------------------------------------------------ data
+    def _load_requests(self) -> list[EditRequest]:
+        from edit_gym.known import known_requests
+
+        requests = load_requests(self.cfg.dataset)
+        known_only = self.cfg.known_only if self.cfg.known_only is not None else self.cfg.dataset in BUILTIN_DATASETS
+        if known_only:
+            requests = known_requests(self._state.backbone, requests, self.cfg.dataset)
+        for r in requests:  # every target must tokenize to something before any episode starts
+            try:
+                self._state.encoder.ids(r.target_new, answer=True)
+            except EmptyAnswerError as err:
+                raise InvalidRecordError(f"record {r.uid!r}: field 'target_new': {err}") from None
+        if len(requests) < self.cfg.num_edits:
+            raise ValueError(
+                f"dataset {self.cfg.dataset!r} has {len(requests)} usable requests"
+                f"{' (known to the model)' if known_only else ''}, fewer than num_edits={self.cfg.num_edits}"
+            )
+        return requests
+
+    @property
+    def requests(self) -> list[EditRequest]:
+        """All requests an episode may draw from."""
+        return self._requests
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The language model being edited (its candidate weights change during an episode)."""
+        return self._state.model
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return self._state.candidates
+
+    def _batch_requests(self, step: int) -> list[int]:
+        b = self.cfg.edits_per_step
+        return [int(i) for i in self._stream[step * b : (step + 1) * b]]
+
+    def _ensure_references(self, indices) -> None:
+        """Cache the pristine model's distributions on each request's neighbourhood (call when pristine)."""
+        missing = [i for i in indices if i not in self._references]
+        pairs = [(p.prompt, p.answer) for i in missing for p in self._requests[i].neighbourhood]
+        if not pairs:
+            self._references.update({i: [] for i in missing})
+            return
+        refs = compute_references(self.model, self._state.encoder, pairs, device=self._state.backbone.device)
+        at = 0
+        for i in missing:
+            n = len(self._requests[i].neighbourhood)
+            self._references[i] = refs[at : at + n]
+            at += n
+
+    def _embedding(self, index: int) -> np.ndarray:
+        """Frozen request embedding: unit-norm mean input embeddings of the subject and of the prompt."""
+        hit = self._embeddings.get(index)
+        if hit is None:
+            r = self._requests[index]
+            table = self.model.get_input_embeddings().weight
+            enc = self._state.encoder
+            parts = []
+            for ids in (enc.ids(r.subject, answer=True), enc.ids(r.prompt, answer=False)):
+                v = table[torch.tensor(ids, device=table.device)].float().mean(0)
+                parts.append((v / v.norm().clamp_min(1e-8)).cpu().numpy())
+            hit = np.concatenate(parts).astype(np.float32)
+            self._embeddings[index] = hit
+        return hit
+
+    # ------------------------------------------------------------------ core
+    def _capture(self, step: int) -> EditCapture:
+        reqs = [self._requests[i] for i in self._batch_requests(step)]
+        batch = self._state.encoder.encode([(r.prompt, r.target_new) for r in reqs], device=self._state.backbone.device)
+        return capture(self.model, self.candidates, batch)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        cap = self._cap
+        stats = np.zeros((self.num_candidates, len(LAYER_STATS)), dtype=np.float64)
+        with torch.no_grad():
+            for l, (k, g) in enumerate(zip(cap.keys, cap.grads, strict=True)):
+                grad_norm = float(((k @ k.T) * (g @ g.T)).sum().clamp_min(0).sqrt())
+                stats[l, 0] = np.log10(float(k.norm(dim=1).mean()) + 1e-12)
+                stats[l, 1] = np.log10(float(g.norm(dim=1).mean()) + 1e-12)
+                stats[l, 2] = np.log10(grad_norm + 1e-12)
+                count = int(self._key_count[l])
+                if count:
+                    unit = k.mean(0)
+                    unit = unit / unit.norm().clamp_min(1e-12)
+                    hist = self._key_history[l][: min(count, KEY_HISTORY)]
+                    stats[l, 6] = float((hist @ unit.to(hist.device)).abs().max())
+        stats[:, 3] = cap.loss
+        stats[:, 4] = self._drift
+        stats[:, 5] = self._times_edited / self.num_steps
+        done = max(self._t, 1)
+        progress = np.array(
+            [self._t / self.num_steps, self._success_sum / done, self._loss_sum / done, self._kl_sum / done]
+        )
+        request = np.mean([self._embedding(i) for i in self._batch_requests(min(self._t, self.num_steps - 1))], axis=0)
+        space = self.observation_space
+        return {
+            "request": np.clip(request, -1.0, 1.0).astype(np.float32),
+            "layer_stats": np.clip(stats, space["layer_stats"].low, space["layer_stats"].high).astype(np.float32),
+            "progress": np.clip(progress, space["progress"].low, space["progress"].high).astype(np.float32),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._state.restore()
+        self._stream = self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
+        self._ensure_references(self._stream.tolist())
+        self._t = 0
+        n = self.num_candidates
+        self._times_edited = np.zeros(n)
+        self._drift = np.zeros(n)
+        self._key_count = np.zeros(n, dtype=np.int64)
+        self._key_history = [torch.zeros(KEY_HISTORY, c.shape[1], device=c.param.device) for c in self.candidates]
+        self._mask_history = np.zeros((self.num_steps, n), dtype=np.float32)
+        self._success_sum = self._loss_sum = self._kl_sum = 0.0
+        self._last: dict[str, Any] = {}
+        self._cap = self._capture(0)
+        self._ready = True
+        return self._observation(), {"edit_index": 0, "num_requests": len(self._requests)}
+
+    def _scales(self, mask: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """Per-candidate update scale: step * coef_range ** coef, spread over the selection, 0 if unselected."""
+        scales = self.step_size * self.cfg.coef_range**coef
+        if self.cfg.spread and mask.any():
+            scales = scales / mask.sum()
+        return np.where(mask, scales, 0.0)
+
+    def step(self, action):
+        if not self._ready:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        if self._t >= self.num_steps:
+            raise gym.error.ResetNeeded("the edit stream is finished; call reset() to start a new episode")
+        mask, coef = decode_action(action, self.cfg.action_type, self.num_candidates, self.cfg.coef_levels)
+        scales = self._scales(mask, coef)
+        selected = np.flatnonzero(mask)
+        cap = self._cap
+        deltas = {}
+        with torch.no_grad():
+            for l in selected:
+                cand = self.candidates[l]
+                deltas[l] = scales[l] * self._rule.delta(cap.keys[l], cap.grads[l], cand.weight().float())
+        fault = ""
+        if any(not bool(torch.isfinite(d).all()) for d in deltas.values()):
+            fault = "non-finite update (not applied)"
+        backup = {l: self.candidates[l].param.detach().clone() for l in selected} if not fault else {}
+        for l, d in deltas.items() if not fault else ():
+            self.candidates[l].add_(d)
+        metrics = self._post_edit_metrics()
+        if not fault and not (np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss):
+            fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
+        if fault:
+            for l, saved in backup.items():
+                with torch.no_grad():
+                    self.candidates[l].param.copy_(saved)
+            metrics = self._post_edit_metrics()
+            selected, deltas = np.array([], dtype=np.int64), {}
+        self._record_edit(selected, deltas, mask, coef, metrics)
+        touched = len(selected) / self.num_candidates
+        terms = {
+            "reward_edit": -metrics["edit_loss_after"],
+            "reward_locality": -self.cfg.w_loc * metrics["kl"],
+            "reward_sparsity": -self.cfg.w_sparse * touched,
+        }
+        reward = float(sum(terms.values())) if not fault else -float(self.cfg.max_loss)
+        self._t += 1
+        terminated = self._t >= self.num_steps or bool(fault)
+        info: dict[str, Any] = {
+            **terms,
+            "edit_loss_before": cap.loss,
+            **metrics,
+            "layers_touched": len(selected),
+            "touched_fraction": touched,
+            "edit_index": self._t * self.cfg.edits_per_step,
+            "fault": fault,
+        }
+        if terminated:
+            final = self.evaluate("edited") if self.cfg.final_eval else {}
+            info.update({f"final_{k}": v for k, v in final.items()})
+            info["is_success"] = bool(not fault and final.get("efficacy", 0.0) >= self.cfg.success_threshold)
+            self._ready = False
+        else:
+            self._cap = self._capture(self._t)
+        self._last = {"reward": reward, "mask": mask, "coef": coef, "scales": scales, **info}
+        return self._observation(), reward, terminated, False, info
+
+    def _post_edit_metrics(self) -> dict[str, float]:
+        """One forward over the edit prompts and their neighbourhood, on the current weights."""
+        idx = self._batch_requests(self._t)
+        reqs = [self._requests[i] for i in idx]
+        edit_pairs = [(r.prompt, r.target_new) for r in reqs]
+        probe_pairs = [(p.prompt, p.answer) for r in reqs for p in r.neighbourhood]
+        batch = self._state.encoder.encode(edit_pairs + probe_pairs, device=self._state.backbone.device)
+        logp = answer_logprobs(self.model, batch)
+        slices = pair_slices(batch)
+        labels = batch.labels[batch.answer_mask]
+        loss, acc = [], []
+        for s in slices[: len(edit_pairs)]:
+            loss.append(float(-logp[s].gather(1, labels[s, None]).mean()))
+            acc.append(float((logp[s].argmax(-1) == labels[s]).float().mean()))
+        refs = [ref for i in idx for ref in self._references[i]]
+        kl_agree = [drift_from_reference(logp[s], ref) for s, ref in zip(slices[len(edit_pairs) :], refs, strict=True)]
+        return {
+            "edit_loss_after": float(np.mean(loss)),
+            "efficacy": float(np.mean(acc)),
+            "kl": float(np.mean([k for k, _ in kl_agree])) if kl_agree else 0.0,
+            "specificity": float(np.mean([a for _, a in kl_agree])) if kl_agree else 1.0,
+        }
+
+    def _record_edit(self, selected, deltas, mask, coef, metrics) -> None:
+        cap = self._cap
+        with torch.no_grad():
+            for l in selected:
+                cand = self.candidates[l]
+                diff = cand.param.float() - self._state.pristine[l].float()
+                self._drift[l] = float(diff.norm()) / max(self._state.pristine_norm[l], 1e-12)
+                self._times_edited[l] += 1
+                unit = cap.keys[l].mean(0)
+                self._key_history[l][self._key_count[l] % KEY_HISTORY] = unit / unit.norm().clamp_min(1e-12)
+                self._key_count[l] += 1
+        self._mask_history[self._t] = np.where(mask, 0.5 + 0.5 * coef, -1.0) if len(selected) else -1.0
+        self._success_sum += metrics["efficacy"]
+        self._loss_sum += metrics["edit_loss_after"]
+        self._kl_sum += metrics["kl"]
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, which: str = "edited") -> dict[str, float]:
+        """Teacher-forced scores of the current weights on the episode's requests.
+
+        ``which="edited"``: the requests applied so far (final timing when called at the end);
+        ``"stream"``: every request of the episode's stream (use right after ``reset`` for the
+        pre-edit row). Efficacy: target_new top-1 on the prompts; generalization: the same on the
+        paraphrases; specificity: top-1 agreement with the pre-edit model on the neighbourhood.
+        """
+        if which not in ("edited", "stream"):
+            raise ValueError(f"which must be 'edited' or 'stream', got {which!r}")
+        count = self._t * self.cfg.edits_per_step if which == "edited" else len(self._stream)
+        idx = [int(i) for i in self._stream[:count]]
+        reqs = [self._requests[i] for i in idx]
+        if not reqs:
+            return {}
+        device, enc = self._state.backbone.device, self._state.encoder
+        out = {"efficacy": float(np.mean(accuracy(self.model, enc, [(r.prompt, r.target_new) for r in reqs], device=device)))}
+        para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
+        if para:
+            out["generalization"] = float(np.mean(accuracy(self.model, enc, para, device=device)))
+        probes = [(p.prompt, p.answer) for r in reqs for p in r.neighbourhood]
+        if probes:
+            refs = [ref for i in idx for ref in self._references[i]]
+            out["specificity"] = float(np.mean([a for _, a in drift(self.model, enc, probes, refs, device=device)]))
+        return out
+
+    # ------------------------------------------------------------------ render / lifecycle
+    def render(self):
+        if self.render_mode == "ansi":
+            return render_ansi(self.candidate_names, self._last, self._t, self.num_steps)
+        if self.render_mode == "rgb_array":
+            history = getattr(self, "_mask_history", np.zeros((self.num_steps, self.num_candidates), np.float32))
+            return render_mask_heatmap(history, getattr(self, "_t", 0))
+        return None
+
+    def close(self) -> None:
+        super().close()
+
+    def __getstate__(self) -> dict:
+        """Pickle without the model: the config rebuilds it, and the edited candidates travel as tensors."""
+        state = self.__dict__.copy()
+        state["_state"] = None
+        state["_edited_weights"] = [c.param.detach().cpu().clone() for c in self._state.candidates]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        weights = state.pop("_edited_weights")
+        self.__dict__.update(state)
+        self._state = _ModelState(self.cfg)
+        self._state.restore([w.to(c.param.device) for w, c in zip(weights, self._state.candidates, strict=True)])
+
+
+__all__ = ["InvalidActionError", "LifelongEditEnv"]
