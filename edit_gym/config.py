@@ -70,12 +70,16 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
     known = {f.name for f in fields(EnvConfig)}
     unknown = sorted(set(merged) - known)
     if unknown:
-        raise TypeError(f"unknown LifelongEdit option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise TypeError(
+            f"unknown LifelongEdit option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
     cfg = EnvConfig(**merged)
     if cfg.num_edits < 1 or cfg.edits_per_step < 1:
         raise ValueError("num_edits and edits_per_step must be positive integers")
     if cfg.num_edits % cfg.edits_per_step:
-        raise ValueError(f"num_edits ({cfg.num_edits}) must be a multiple of edits_per_step ({cfg.edits_per_step})")
+        raise ValueError(
+            f"num_edits ({cfg.num_edits}) must be a multiple of edits_per_step ({cfg.edits_per_step})"
+        )
     if cfg.reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")
     if cfg.coef_range < 1.0:

@@ -28,7 +28,14 @@ from edit_gym.config import EnvConfig, make_config
 from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
 from edit_gym.editing.capture import EditCapture, capture
 from edit_gym.editing.rules import make_rule
-from edit_gym.editing.scores import Reference, accuracy, answer_logprobs, drift, drift_from_reference, pair_slices
+from edit_gym.editing.scores import (
+    Reference,
+    accuracy,
+    answer_logprobs,
+    drift,
+    drift_from_reference,
+    pair_slices,
+)
 from edit_gym.editing.scores import references as compute_references
 from edit_gym.render import render_ansi, render_mask_heatmap
 from edit_gym.tokens import EmptyAnswerError, PairEncoder
@@ -71,7 +78,11 @@ class _ModelState:
 class LifelongEditEnv(gym.Env):
     """Lifelong model editing as an RL environment (ids ``LifelongEdit-v0``, ``LifelongEdit-Tiny-v0``)."""
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {
+        "render_modes": ["ansi", "rgb_array"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
 
     @classmethod
     def default_config(cls) -> dict:
@@ -87,7 +98,11 @@ class LifelongEditEnv(gym.Env):
         self._requests = self._load_requests()
         defaults = self._state.backbone.defaults
         step = self.cfg.step_size if self.cfg.step_size is not None else defaults["step_size"]
-        params = {"step_size": 1.0} if self.cfg.editor != "ridge" else {"step_size": 1.0, "log_lambda": self.cfg.log_lambda}
+        params = (
+            {"step_size": 1.0}
+            if self.cfg.editor != "ridge"
+            else {"step_size": 1.0, "log_lambda": self.cfg.log_lambda}
+        )
         self._rule = make_rule(self.cfg.editor, **params)
         self.step_size = float(step)
         self.num_candidates = len(self._state.candidates)
@@ -100,10 +115,14 @@ class LifelongEditEnv(gym.Env):
             {
                 "request": spaces.Box(-1.0, 1.0, (2 * embed_dim,), dtype=np.float32),
                 "layer_stats": spaces.Box(
-                    np.tile(low, (self.num_candidates, 1)), np.tile(high, (self.num_candidates, 1)), dtype=np.float32
+                    np.tile(low, (self.num_candidates, 1)),
+                    np.tile(high, (self.num_candidates, 1)),
+                    dtype=np.float32,
                 ),
                 "progress": spaces.Box(
-                    np.zeros(len(PROGRESS), np.float32), np.array([h for _, h in PROGRESS], np.float32), dtype=np.float32
+                    np.zeros(len(PROGRESS), np.float32),
+                    np.array([h for _, h in PROGRESS], np.float32),
+                    dtype=np.float32,
                 ),
             }
         )
@@ -117,7 +136,9 @@ class LifelongEditEnv(gym.Env):
         from edit_gym.known import known_requests
 
         requests = load_requests(self.cfg.dataset)
-        known_only = self.cfg.known_only if self.cfg.known_only is not None else self.cfg.dataset in BUILTIN_DATASETS
+        known_only = (
+            self.cfg.known_only if self.cfg.known_only is not None else self.cfg.dataset in BUILTIN_DATASETS
+        )
         if known_only:
             requests = known_requests(self._state.backbone, requests, self.cfg.dataset)
         for r in requests:  # every target must tokenize to something before any episode starts
@@ -182,7 +203,9 @@ class LifelongEditEnv(gym.Env):
     # ------------------------------------------------------------------ core
     def _capture(self, step: int) -> EditCapture:
         reqs = [self._requests[i] for i in self._batch_requests(step)]
-        batch = self._state.encoder.encode([(r.prompt, r.target_new) for r in reqs], device=self._state.backbone.device)
+        batch = self._state.encoder.encode(
+            [(r.prompt, r.target_new) for r in reqs], device=self._state.backbone.device
+        )
         return capture(self.model, self.candidates, batch)
 
     def _observation(self) -> dict[str, np.ndarray]:
@@ -207,11 +230,15 @@ class LifelongEditEnv(gym.Env):
         progress = np.array(
             [self._t / self.num_steps, self._success_sum / done, self._loss_sum / done, self._kl_sum / done]
         )
-        request = np.mean([self._embedding(i) for i in self._batch_requests(min(self._t, self.num_steps - 1))], axis=0)
+        request = np.mean(
+            [self._embedding(i) for i in self._batch_requests(min(self._t, self.num_steps - 1))], axis=0
+        )
         space = self.observation_space
         return {
             "request": np.clip(request, -1.0, 1.0).astype(np.float32),
-            "layer_stats": np.clip(stats, space["layer_stats"].low, space["layer_stats"].high).astype(np.float32),
+            "layer_stats": np.clip(stats, space["layer_stats"].low, space["layer_stats"].high).astype(
+                np.float32
+            ),
             "progress": np.clip(progress, space["progress"].low, space["progress"].high).astype(np.float32),
         }
 
@@ -225,7 +252,9 @@ class LifelongEditEnv(gym.Env):
         self._times_edited = np.zeros(n)
         self._drift = np.zeros(n)
         self._key_count = np.zeros(n, dtype=np.int64)
-        self._key_history = [torch.zeros(KEY_HISTORY, c.shape[1], device=c.param.device) for c in self.candidates]
+        self._key_history = [
+            torch.zeros(KEY_HISTORY, c.shape[1], device=c.param.device) for c in self.candidates
+        ]
         self._mask_history = np.zeros((self.num_steps, n), dtype=np.float32)
         self._success_sum = self._loss_sum = self._kl_sum = 0.0
         self._last: dict[str, Any] = {}
@@ -261,7 +290,9 @@ class LifelongEditEnv(gym.Env):
         for l, d in deltas.items() if not fault else ():
             self.candidates[l].add_(d)
         metrics = self._post_edit_metrics()
-        if not fault and not (np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss):
+        if not fault and not (
+            np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
+        ):
             fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
         if fault:
             for l, saved in backup.items():
@@ -313,7 +344,9 @@ class LifelongEditEnv(gym.Env):
             loss.append(float(-logp[s].gather(1, labels[s, None]).mean()))
             acc.append(float((logp[s].argmax(-1) == labels[s]).float().mean()))
         refs = [ref for i in idx for ref in self._references[i]]
-        kl_agree = [drift_from_reference(logp[s], ref) for s, ref in zip(slices[len(edit_pairs) :], refs, strict=True)]
+        kl_agree = [
+            drift_from_reference(logp[s], ref) for s, ref in zip(slices[len(edit_pairs) :], refs, strict=True)
+        ]
         return {
             "edit_loss_after": float(np.mean(loss)),
             "efficacy": float(np.mean(acc)),
@@ -354,14 +387,20 @@ class LifelongEditEnv(gym.Env):
         if not reqs:
             return {}
         device, enc = self._state.backbone.device, self._state.encoder
-        out = {"efficacy": float(np.mean(accuracy(self.model, enc, [(r.prompt, r.target_new) for r in reqs], device=device)))}
+        out = {
+            "efficacy": float(
+                np.mean(accuracy(self.model, enc, [(r.prompt, r.target_new) for r in reqs], device=device))
+            )
+        }
         para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
         if para:
             out["generalization"] = float(np.mean(accuracy(self.model, enc, para, device=device)))
         probes = [(p.prompt, p.answer) for r in reqs for p in r.neighbourhood]
         if probes:
             refs = [ref for i in idx for ref in self._references[i]]
-            out["specificity"] = float(np.mean([a for _, a in drift(self.model, enc, probes, refs, device=device)]))
+            out["specificity"] = float(
+                np.mean([a for _, a in drift(self.model, enc, probes, refs, device=device)])
+            )
         return out
 
     # ------------------------------------------------------------------ render / lifecycle
@@ -369,7 +408,9 @@ class LifelongEditEnv(gym.Env):
         if self.render_mode == "ansi":
             return render_ansi(self.candidate_names, self._last, self._t, self.num_steps)
         if self.render_mode == "rgb_array":
-            history = getattr(self, "_mask_history", np.zeros((self.num_steps, self.num_candidates), np.float32))
+            history = getattr(
+                self, "_mask_history", np.zeros((self.num_steps, self.num_candidates), np.float32)
+            )
             return render_mask_heatmap(history, getattr(self, "_t", 0))
         return None
 
@@ -387,7 +428,9 @@ class LifelongEditEnv(gym.Env):
         weights = state.pop("_edited_weights")
         self.__dict__.update(state)
         self._state = _ModelState(self.cfg)
-        self._state.restore([w.to(c.param.device) for w, c in zip(weights, self._state.candidates, strict=True)])
+        self._state.restore(
+            [w.to(c.param.device) for w, c in zip(weights, self._state.candidates, strict=True)]
+        )
 
 
 __all__ = ["InvalidActionError", "LifelongEditEnv"]

@@ -20,7 +20,9 @@ from edit_gym.tokens import PairEncoder
 def known_requests(backbone: Backbone, requests: list[EditRequest], dataset: str) -> list[EditRequest]:
     """The requests whose true answer the model already gives (those without one are dropped)."""
     asked = [r for r in requests if r.target_true]
-    digest = hashlib.sha256(json.dumps([r.uid + r.prompt + str(r.target_true) for r in asked]).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([r.uid + r.prompt + str(r.target_true) for r in asked]).encode()
+    ).hexdigest()
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{backbone.name}-{dataset}")[-80:]
     path = cache_dir() / "known" / f"{slug}-{digest[:12]}.json"
     if path.exists():
@@ -36,5 +38,7 @@ def known_requests(backbone: Backbone, requests: list[EditRequest], dataset: str
         device=backbone.device,
     )
     kept = [r for r, s in zip(asked, scores, strict=True) if s == 1.0]
-    atomic_write_text(path, json.dumps({"backbone": backbone.name, "dataset": dataset, "known": [r.uid for r in kept]}))
+    atomic_write_text(
+        path, json.dumps({"backbone": backbone.name, "dataset": dataset, "known": [r.uid for r in kept]})
+    )
     return kept

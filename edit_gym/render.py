@@ -16,7 +16,9 @@ def render_ansi(names: list[str], last: dict, t: int, num_steps: int) -> str:
     lines.append(f"{'candidate':<{width}}  edit   coef     scale")
     for i, name in enumerate(names):
         on = bool(last["mask"][i])
-        lines.append(f"{name:<{width}}  {'yes' if on else ' - ':>4}  {last['coef'][i]:+.2f}  {last['scales'][i]:.3e}")
+        lines.append(
+            f"{name:<{width}}  {'yes' if on else ' - ':>4}  {last['coef'][i]:+.2f}  {last['scales'][i]:.3e}"
+        )
     lines.append(
         f"reward {last['reward']:+.4f} = edit {last['reward_edit']:+.4f} + locality {last['reward_locality']:+.4f}"
         f" + sparsity {last['reward_sparsity']:+.4f}"

@@ -51,7 +51,9 @@ def build_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, glues punctuation
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]"
+    )
 
 
 def _fact_accuracy(model, encoder: PairEncoder, pairs: list[tuple[str, str]]) -> float:
@@ -143,4 +145,6 @@ def train_tiny(out: Path, *, seed: int = TRAIN_SEED, progress: bool = True) -> d
 
 def tiny_model_dir(progress: bool = True) -> Path:
     """The cached tiny model folder, training it first if needed."""
-    return cached_folder(f"tiny-v{RECIPE_VERSION}-{_facts_digest()}", lambda tmp: train_tiny(tmp, progress=progress))
+    return cached_folder(
+        f"tiny-v{RECIPE_VERSION}-{_facts_digest()}", lambda tmp: train_tiny(tmp, progress=progress)
+    )

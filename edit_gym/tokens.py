@@ -76,4 +76,6 @@ class PairEncoder:
             mask[i, start:stop] = True
             labels[i, start:stop] = torch.tensor(seq[start + 1 : stop + 1])
         owner = torch.arange(len(seqs)).unsqueeze(1).expand_as(mask)[mask]
-        return TokenBatch(ids.to(device), attn.to(device), mask.to(device), labels.to(device), owner.to(device))
+        return TokenBatch(
+            ids.to(device), attn.to(device), mask.to(device), labels.to(device), owner.to(device)
+        )

@@ -43,7 +43,9 @@ class EditRequest:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise InvalidRecordError(f"{where}: field {name!r} is missing or empty")
-        if self.target_true is not None and (not isinstance(self.target_true, str) or not self.target_true.strip()):
+        if self.target_true is not None and (
+            not isinstance(self.target_true, str) or not self.target_true.strip()
+        ):
             raise InvalidRecordError(f"{where}: field 'target_true' is empty")
         if self.subject not in self.prompt:
             raise InvalidRecordError(

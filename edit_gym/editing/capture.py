@@ -51,7 +51,9 @@ def capture(model: torch.nn.Module, candidates: list[Candidate], batch: TokenBat
             embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
             logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
             answer_logits = logits[mask].float()
-            token_loss = torch.nn.functional.cross_entropy(answer_logits, batch.labels[mask], reduction="none")
+            token_loss = torch.nn.functional.cross_entropy(
+                answer_logits, batch.labels[mask], reduction="none"
+            )
             token_loss.sum().backward()
     finally:
         for h in handles:

