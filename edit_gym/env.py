@@ -212,17 +212,17 @@ class LifelongEditEnv(gym.Env):
         cap = self._cap
         stats = np.zeros((self.num_candidates, len(LAYER_STATS)), dtype=np.float64)
         with torch.no_grad():
-            for l, (k, g) in enumerate(zip(cap.keys, cap.grads, strict=True)):
+            for j, (k, g) in enumerate(zip(cap.keys, cap.grads, strict=True)):
                 grad_norm = float(((k @ k.T) * (g @ g.T)).sum().clamp_min(0).sqrt())
-                stats[l, 0] = np.log10(float(k.norm(dim=1).mean()) + 1e-12)
-                stats[l, 1] = np.log10(float(g.norm(dim=1).mean()) + 1e-12)
-                stats[l, 2] = np.log10(grad_norm + 1e-12)
-                count = int(self._key_count[l])
+                stats[j, 0] = np.log10(float(k.norm(dim=1).mean()) + 1e-12)
+                stats[j, 1] = np.log10(float(g.norm(dim=1).mean()) + 1e-12)
+                stats[j, 2] = np.log10(grad_norm + 1e-12)
+                count = int(self._key_count[j])
                 if count:
                     unit = k.mean(0)
                     unit = unit / unit.norm().clamp_min(1e-12)
-                    hist = self._key_history[l][: min(count, KEY_HISTORY)]
-                    stats[l, 6] = float((hist @ unit.to(hist.device)).abs().max())
+                    hist = self._key_history[j][: min(count, KEY_HISTORY)]
+                    stats[j, 6] = float((hist @ unit.to(hist.device)).abs().max())
         stats[:, 3] = cap.loss
         stats[:, 4] = self._drift
         stats[:, 5] = self._times_edited / self.num_steps
@@ -280,24 +280,24 @@ class LifelongEditEnv(gym.Env):
         cap = self._cap
         deltas = {}
         with torch.no_grad():
-            for l in selected:
-                cand = self.candidates[l]
-                deltas[l] = scales[l] * self._rule.delta(cap.keys[l], cap.grads[l], cand.weight().float())
+            for j in selected:
+                cand = self.candidates[j]
+                deltas[j] = scales[j] * self._rule.delta(cap.keys[j], cap.grads[j], cand.weight().float())
         fault = ""
         if any(not bool(torch.isfinite(d).all()) for d in deltas.values()):
             fault = "non-finite update (not applied)"
-        backup = {l: self.candidates[l].param.detach().clone() for l in selected} if not fault else {}
-        for l, d in deltas.items() if not fault else ():
-            self.candidates[l].add_(d)
+        backup = {j: self.candidates[j].param.detach().clone() for j in selected} if not fault else {}
+        for j, d in deltas.items() if not fault else ():
+            self.candidates[j].add_(d)
         metrics = self._post_edit_metrics()
         if not fault and not (
             np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
         ):
             fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
         if fault:
-            for l, saved in backup.items():
+            for j, saved in backup.items():
                 with torch.no_grad():
-                    self.candidates[l].param.copy_(saved)
+                    self.candidates[j].param.copy_(saved)
             metrics = self._post_edit_metrics()
             selected, deltas = np.array([], dtype=np.int64), {}
         self._record_edit(selected, deltas, mask, coef, metrics)
@@ -357,14 +357,14 @@ class LifelongEditEnv(gym.Env):
     def _record_edit(self, selected, deltas, mask, coef, metrics) -> None:
         cap = self._cap
         with torch.no_grad():
-            for l in selected:
-                cand = self.candidates[l]
-                diff = cand.param.float() - self._state.pristine[l].float()
-                self._drift[l] = float(diff.norm()) / max(self._state.pristine_norm[l], 1e-12)
-                self._times_edited[l] += 1
-                unit = cap.keys[l].mean(0)
-                self._key_history[l][self._key_count[l] % KEY_HISTORY] = unit / unit.norm().clamp_min(1e-12)
-                self._key_count[l] += 1
+            for j in selected:
+                cand = self.candidates[j]
+                diff = cand.param.float() - self._state.pristine[j].float()
+                self._drift[j] = float(diff.norm()) / max(self._state.pristine_norm[j], 1e-12)
+                self._times_edited[j] += 1
+                unit = cap.keys[j].mean(0)
+                self._key_history[j][self._key_count[j] % KEY_HISTORY] = unit / unit.norm().clamp_min(1e-12)
+                self._key_count[j] += 1
         self._mask_history[self._t] = np.where(mask, 0.5 + 0.5 * coef, -1.0) if len(selected) else -1.0
         self._success_sum += metrics["efficacy"]
         self._loss_sum += metrics["edit_loss_after"]
