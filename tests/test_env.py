@@ -49,25 +49,25 @@ def _same(a, b) -> bool:
     return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
-@pytest.mark.parametrize("env_id", TINY_IDS)
-def test_gymnasium_check_env(env_id):
+def _assert_checker_clean(checker, env_id: str, **kwargs) -> None:
     env = gym.make(env_id, num_edits=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_env(env.unwrapped, skip_render_check=False)
+        checker(env.unwrapped, **kwargs)
     assert _checked_warnings(caught) == []
     env.close()
+
+
+@pytest.mark.parametrize("env_id", TINY_IDS)
+def test_gymnasium_check_env(env_id):
+    _assert_checker_clean(check_env, env_id, skip_render_check=False)
 
 
 @pytest.mark.parametrize("env_id", [i for i in TINY_IDS if "Box" in i or "MultiDiscrete" in i])
 def test_sb3_check_env(env_id):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = gym.make(env_id, num_edits=4)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        sb3_check_env(env.unwrapped, warn=True)
-    assert _checked_warnings(caught) == []
+    _assert_checker_clean(sb3_check_env, env_id, warn=True)
 
 
 @pytest.mark.parametrize("env_id", TINY_IDS)
