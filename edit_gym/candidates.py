@@ -42,6 +42,16 @@ class Candidate:
         delta = delta.to(device=self.param.device, dtype=self.param.dtype)
         self.param.add_(delta.t() if self.transposed else delta)
 
+    @torch.no_grad()
+    def add_low_rank_(self, left: torch.Tensor, right: torch.Tensor, alpha: float = 1.0) -> None:
+        """Add ``alpha * left @ right`` (d_out x r times r x d_in) in place, without a dense temporary."""
+        left = left.to(device=self.param.device, dtype=self.param.dtype)
+        right = right.to(device=self.param.device, dtype=self.param.dtype)
+        if self.transposed:
+            self.param.addmm_(right.t(), left.t(), alpha=alpha)
+        else:
+            self.param.addmm_(left, right, alpha=alpha)
+
 
 def _is_conv1d(module: nn.Module) -> bool:
     from transformers.pytorch_utils import Conv1D

@@ -65,9 +65,25 @@ class _ModelState:
         self.pristine_norm = [float(c.weight().float().norm()) for c in self.candidates]
         self.encoder = PairEncoder(self.backbone.tokenizer)
 
+        self._backup: dict[int, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
+
     @property
     def model(self) -> torch.nn.Module:
         return self.backbone.model
+
+    @torch.no_grad()
+    def backup(self, indices) -> None:
+        """Copy the named candidates aside, so a faulty update can be undone bit-exactly."""
+        for j in indices:
+            buf = self._backup.get(int(j))
+            if buf is None:
+                buf = self._backup[int(j)] = torch.empty_like(self.candidates[j].param)
+            buf.copy_(self.candidates[j].param)
+
+    @torch.no_grad()
+    def roll_back(self, indices) -> None:
+        for j in indices:
+            self.candidates[j].param.copy_(self._backup[int(j)])
 
     @torch.no_grad()
     def restore(self, weights: list[torch.Tensor] | None = None) -> None:
@@ -278,29 +294,31 @@ class LifelongEditEnv(gym.Env):
         scales = self._scales(mask, coef)
         selected = np.flatnonzero(mask)
         cap = self._cap
-        deltas = {}
+        updates = {}
         with torch.no_grad():
             for j in selected:
-                cand = self.candidates[j]
-                deltas[j] = scales[j] * self._rule.delta(cap.keys[j], cap.grads[j], cand.weight().float())
+                left, right = self._rule.factors(cap.keys[j], cap.grads[j], self.candidates[j].weight())
+                updates[j] = (left, right, float(scales[j]))
         fault = ""
-        if any(not bool(torch.isfinite(d).all()) for d in deltas.values()):
+        if any(
+            not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))
+            for a, b, _ in updates.values()
+        ):
             fault = "non-finite update (not applied)"
-        backup = {j: self.candidates[j].param.detach().clone() for j in selected} if not fault else {}
-        for j, d in deltas.items() if not fault else ():
-            self.candidates[j].add_(d)
+        else:
+            self._state.backup(selected)
+            for j, (left, right, alpha) in updates.items():
+                self.candidates[j].add_low_rank_(left, right, alpha)
         metrics = self._post_edit_metrics()
         if not fault and not (
             np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
         ):
             fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
-        if fault:
-            for j, saved in backup.items():
-                with torch.no_grad():
-                    self.candidates[j].param.copy_(saved)
+            self._state.roll_back(selected)
             metrics = self._post_edit_metrics()
-            selected, deltas = np.array([], dtype=np.int64), {}
-        self._record_edit(selected, deltas, mask, coef, metrics)
+        if fault:
+            selected = np.array([], dtype=np.int64)
+        self._record_edit(selected, mask, coef, metrics)
         touched = len(selected) / self.num_candidates
         terms = {
             "reward_edit": -metrics["edit_loss_after"],
@@ -354,13 +372,13 @@ class LifelongEditEnv(gym.Env):
             "specificity": float(np.mean([a for _, a in kl_agree])) if kl_agree else 1.0,
         }
 
-    def _record_edit(self, selected, deltas, mask, coef, metrics) -> None:
+    def _record_edit(self, selected, mask, coef, metrics) -> None:
         cap = self._cap
         with torch.no_grad():
             for j in selected:
                 cand = self.candidates[j]
-                diff = cand.param.float() - self._state.pristine[j].float()
-                self._drift[j] = float(diff.norm()) / max(self._state.pristine_norm[j], 1e-12)
+                drift = torch.dist(cand.param.float(), self._state.pristine[j].float())
+                self._drift[j] = float(drift) / max(self._state.pristine_norm[j], 1e-12)
                 self._times_edited[j] += 1
                 unit = cap.keys[j].mean(0)
                 self._key_history[j][self._key_count[j] % KEY_HISTORY] = unit / unit.norm().clamp_min(1e-12)

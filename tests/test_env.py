@@ -237,3 +237,13 @@ def test_sb3_ppo_two_rollouts():
     model = PPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, verbose=0, device="cpu")
     model.learn(total_timesteps=16)
     assert model.num_timesteps == 16
+
+
+def test_blown_up_update_is_rolled_back_and_ends_the_episode():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4, max_loss=1e-6).unwrapped
+    env.reset(seed=0)
+    before = weights_hash(env)
+    _, reward, terminated, _, info = env.step(all_candidates_action(env, 1.0))
+    assert terminated and "rolled back" in info["fault"] and info["layers_touched"] == 0
+    assert weights_hash(env) == before and reward == pytest.approx(-1e-6)
+    assert info["is_success"] is False

@@ -1,8 +1,11 @@
 """Update rules: map one candidate's (K, G) to a change dW (d_out x d_in).
 
-Rules follow design.md §1. Each is a small object with ``delta(keys, grads, weight) -> dW`` at
-unit scale; the environment multiplies by the action's per-candidate scale. Computation is in
-float32 on the candidate's device. Rules are chosen by name through :func:`make_rule`.
+Rules follow design.md §1. Each is a small object whose ``factors(keys, grads, weight)`` returns
+the change as a low-rank product dW = left @ right (d_out x r, r x d_in; r = number of answer
+tokens), so the environment adds it with one fused ``addmm_`` and never materialises a dense
+d_out x d_in temporary; ``delta`` gives the dense matrix for reference and tests. Both are at unit
+scale: the environment multiplies by the action's per-candidate scale. Computation is in float32
+on the candidate's device. Rules are chosen by name through :func:`make_rule`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ class GradientRule:
     step_size: float = 1.0
     name: str = "gradient"
 
+    def factors(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor):
+        return -self.step_size * grads.T, keys
+
     def delta(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return -self.step_size * grads.T @ keys
+        left, right = self.factors(keys, grads, weight)
+        return left @ right
 
 
 @dataclass
@@ -38,11 +45,15 @@ class RidgeRule:
     log_lambda: float = 0.0
     name: str = "ridge"
 
-    def delta(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def factors(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor):
         targets = -self.step_size * (keys * keys).sum(1, keepdim=True) * grads  # N x d_out
         gram = keys @ keys.T
         gram.diagonal().add_(math.exp(self.log_lambda))
-        return (keys.T @ torch.linalg.solve(gram, targets)).T  # d_out x d_in
+        return torch.linalg.solve(gram, targets).T, keys  # dW = X^T K, X = (K K^T + e^lam I)^-1 D
+
+    def delta(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        left, right = self.factors(keys, grads, weight)
+        return left @ right
 
 
 RULES = {"ridge": RidgeRule, "gradient": GradientRule}
