@@ -39,6 +39,12 @@ class EnvConfig:
     """The rule's base step a (default: calibrated per backbone)."""
     log_lambda: float = 0.0
     """Ridge log-strength lam of the ``ridge`` rule."""
+    cov_weight: float = 1.0
+    """MEMIT's weight lam on the ordinary-text key covariance C0 (``memit`` rule)."""
+    null_threshold: float = 1e-2
+    """AlphaEdit: C0 eigen-directions above this fraction of the largest are preserved."""
+    rect_keep: float = 0.2
+    """RECT: fraction of update entries kept (largest |dW| / |W0|)."""
     spread: bool = True
     """Divide each update by the number of selected candidates (MEMIT-style spreading)."""
     reward: str = "edit"

@@ -27,7 +27,8 @@ from edit_gym.candidates import Candidate, resolve_candidates
 from edit_gym.config import EnvConfig, make_config
 from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
 from edit_gym.editing.capture import EditCapture, capture
-from edit_gym.editing.rules import make_rule
+from edit_gym.editing.covariance import key_covariance
+from edit_gym.editing.rules import Editor, RuleContext
 from edit_gym.editing.scores import (
     Reference,
     accuracy,
@@ -66,6 +67,16 @@ class _ModelState:
         self.encoder = PairEncoder(self.backbone.tokenizer)
 
         self._backup: dict[int, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
+        self._covariance: list[torch.Tensor] | None = None
+
+    def covariance(self) -> list[torch.Tensor]:
+        """Per-candidate key covariance C0 of ordinary text (computed on the pristine weights, cached)."""
+        if self._covariance is None:
+            self._covariance = key_covariance(self.backbone, self.candidates)
+        return self._covariance
+
+    def rule_context(self) -> RuleContext:
+        return RuleContext(self.candidates, self.pristine, self.covariance)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -114,12 +125,14 @@ class LifelongEditEnv(gym.Env):
         self._requests = self._load_requests()
         defaults = self._state.backbone.defaults
         step = self.cfg.step_size if self.cfg.step_size is not None else defaults["step_size"]
-        params = (
-            {"step_size": 1.0}
-            if self.cfg.editor != "ridge"
-            else {"step_size": 1.0, "log_lambda": self.cfg.log_lambda}
+        self._rule = Editor(
+            self.cfg.editor,
+            self._state.rule_context(),
+            log_lambda=self.cfg.log_lambda,
+            cov_weight=self.cfg.cov_weight,
+            null_threshold=self.cfg.null_threshold,
+            rect_keep=self.cfg.rect_keep,
         )
-        self._rule = make_rule(self.cfg.editor, **params)
         self.step_size = float(step)
         self.num_candidates = len(self._state.candidates)
         self.num_steps = self.cfg.num_edits // self.cfg.edits_per_step
@@ -261,6 +274,9 @@ class LifelongEditEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._state.restore()
+        self._rule.reset()
+        if self._rule.needs_covariance:
+            self._state.covariance()  # computed once, on pristine weights
         self._stream = self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
         self._ensure_references(self._stream.tolist())
         self._t = 0
@@ -297,18 +313,15 @@ class LifelongEditEnv(gym.Env):
         updates = {}
         with torch.no_grad():
             for j in selected:
-                left, right = self._rule.factors(cap.keys[j], cap.grads[j], self.candidates[j].weight())
-                updates[j] = (left, right, float(scales[j]))
+                updates[j] = self._rule.update(j, cap.keys[j], cap.grads[j], self.candidates[j].weight())
         fault = ""
-        if any(
-            not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()))
-            for a, b, _ in updates.values()
-        ):
+        if any(not u.is_finite() for u in updates.values()):
             fault = "non-finite update (not applied)"
         else:
             self._state.backup(selected)
-            for j, (left, right, alpha) in updates.items():
-                self.candidates[j].add_low_rank_(left, right, alpha)
+            for j, update in updates.items():
+                update.apply_(self.candidates[j], float(scales[j]))
+                self._rule.restrain(j)
         metrics = self._post_edit_metrics()
         if not fault and not (
             np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
@@ -318,6 +331,8 @@ class LifelongEditEnv(gym.Env):
             metrics = self._post_edit_metrics()
         if fault:
             selected = np.array([], dtype=np.int64)
+        for j in selected:
+            self._rule.record(j, cap.keys[j])
         self._record_edit(selected, mask, coef, metrics)
         touched = len(selected) / self.num_candidates
         terms = {

@@ -9,32 +9,42 @@ import torch
 
 from edit_gym.architectures import ARCHITECTURES, architecture_for, default_candidates
 from edit_gym.candidates import resolve_candidates
-from edit_gym.editing.rules import GradientRule, RidgeRule, make_rule
+from edit_gym.editing.rules import Editor, GradientRule, RidgeRule, RuleContext
 
 
 def test_ridge_moves_each_key_by_its_target():
     torch.manual_seed(0)
     keys, grads, weight = torch.randn(3, 16), torch.randn(3, 5), torch.randn(5, 16)
     rule = RidgeRule(step_size=0.7, log_lambda=math.log(1e-6))
-    delta = rule.delta(keys, grads, weight)
+    delta = rule.update(0, keys, grads, weight).matrix()
     assert delta.shape == (5, 16)
     wanted = -0.7 * (keys * keys).sum(1, keepdim=True) * grads  # D_i = -a <k_i, k_i> g_i
     torch.testing.assert_close(keys @ delta.T, wanted, rtol=1e-4, atol=1e-4)
     # the dual solve equals the primal (K^T K + e^lam I)^-1 K^T D
     lam = 0.3
     primal = torch.linalg.solve(keys.T @ keys + math.exp(lam) * torch.eye(16), keys.T @ wanted).T
-    torch.testing.assert_close(RidgeRule(0.7, lam).delta(keys, grads, weight), primal, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        RidgeRule(0.7, lam).update(0, keys, grads, weight).matrix(), primal, rtol=1e-4, atol=1e-5
+    )
 
 
 def test_gradient_rule_is_the_fine_tuning_step():
     keys, grads = torch.randn(4, 6), torch.randn(4, 3)
-    torch.testing.assert_close(GradientRule(0.5).delta(keys, grads, torch.zeros(3, 6)), -0.5 * grads.T @ keys)
+    torch.testing.assert_close(
+        GradientRule(0.5).update(0, keys, grads, torch.zeros(3, 6)).matrix(), -0.5 * grads.T @ keys
+    )
 
 
-def test_make_rule_unknown():
-    assert isinstance(make_rule("ridge", step_size=1.0), RidgeRule)
+def test_editor_specs():
+    ctx = RuleContext([], [], lambda: [])
+    assert isinstance(Editor("ridge", ctx).rule, RidgeRule)
+    assert [w.name for w in Editor("memit+alphaedit+rect", ctx).wrappers] == ["alphaedit", "rect"]
     with pytest.raises(ValueError, match="unknown editor 'memit2'"):
-        make_rule("memit2")
+        Editor("memit2", ctx)
+    with pytest.raises(ValueError, match="wrapper"):
+        Editor("ridge+alphaedit+alphaedit", ctx)
+    with pytest.raises(ValueError, match="wrapper"):
+        Editor("ridge+magic", ctx)
 
 
 def test_conv1d_and_linear_candidates_edit_identically():
@@ -88,3 +98,101 @@ def test_gpt2_checkpoint_runs_in_the_env(tmp_path):
     _, _, _, _, info = env.step({"mask": np.ones(2, np.int8), "coef": np.zeros(2, np.float32)})
     assert info["edit_loss_after"] < info["edit_loss_before"]
     assert all(not torch.equal(b, c.param) for b, c in zip(before, env.candidates, strict=True))
+
+
+def _context(weight: torch.Tensor, cov: torch.Tensor) -> RuleContext:
+    lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False).requires_grad_(False)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+    (cand,) = resolve_candidates(torch.nn.ModuleDict({"w": lin}), ["w"])
+    return RuleContext([cand], [weight.clone()], lambda: [cov])
+
+
+def test_covariance_rule_matches_the_closed_form():
+    from edit_gym.editing.rules import CovarianceRule, desired_change
+
+    torch.manual_seed(1)
+    text_keys = torch.randn(200, 12)
+    cov = text_keys.T @ text_keys / 200
+    keys, grads, weight = torch.randn(2, 12), torch.randn(2, 5), torch.randn(5, 12)
+    rule = CovarianceRule(_context(weight, cov), step_size=0.3, cov_weight=2.0)
+    d = desired_change(keys, grads, 0.3)
+    direct = d.T @ keys @ torch.linalg.inv(2.0 * cov + keys.T @ keys)
+    torch.testing.assert_close(rule.update(0, keys, grads, weight).matrix(), direct, rtol=1e-3, atol=1e-5)
+    # a vanishing covariance weight reaches the targets on the edit keys exactly
+    exact = CovarianceRule(_context(weight, cov), step_size=0.3, cov_weight=1e-6)
+    torch.testing.assert_close(
+        keys @ exact.update(0, keys, grads, weight).matrix().T, d, rtol=1e-3, atol=1e-3
+    )
+
+
+def test_alphaedit_leaves_preserved_keys_unchanged():
+    from edit_gym.editing.rules import AlphaEditWrapper
+
+    torch.manual_seed(2)
+    basis = torch.linalg.qr(torch.randn(16, 16))[0]
+    preserved = torch.randn(300, 6) @ basis[:, :6].T  # ordinary text lives in a 6-dim subspace
+    cov = preserved.T @ preserved / 300
+    weight = torch.randn(4, 16)
+    ctx = _context(weight, cov)
+    wrapper = AlphaEditWrapper(ctx)
+    keys, grads = torch.randn(3, 16), torch.randn(3, 4)
+    dw = wrapper.transform(0, RidgeRule(1.0).update(0, keys, grads, weight)).matrix()
+    assert float((preserved @ dw.T).abs().max()) < 1e-5
+    assert float(dw.abs().max()) > 1e-3  # it still edits, in the null space
+    wrapper.record(0, keys)  # the edited keys are preserved from now on
+    later = wrapper.transform(
+        0, RidgeRule(1.0).update(0, torch.randn(2, 16), torch.randn(2, 4), weight)
+    ).matrix()
+    assert float((keys @ later.T).abs().max()) < 1e-5 and float((preserved @ later.T).abs().max()) < 1e-5
+
+
+def test_rect_keeps_the_largest_relative_entries():
+    from edit_gym.editing.rules import RectWrapper, Update
+
+    torch.manual_seed(3)
+    weight = torch.randn(10, 10)
+    dense = torch.randn(10, 10)
+    out = (
+        RectWrapper(_context(weight, torch.eye(10)), rect_keep=0.2).transform(0, Update(dense=dense)).matrix()
+    )
+    kept = out != 0
+    assert int(kept.sum()) == 20
+    rel = dense.abs() / (weight.abs() + 1e-8)
+    assert float(rel[kept].min()) >= float(rel[~kept].max())
+    torch.testing.assert_close(out[kept], dense[kept])
+
+
+def test_prune_restrains_large_singular_values():
+    from edit_gym.editing.rules import PruneWrapper
+
+    torch.manual_seed(4)
+    weight = torch.randn(6, 8)
+    ctx = _context(weight, torch.eye(8))
+    bound = float(torch.linalg.matrix_norm(weight, ord=2))
+    rank_one = torch.outer(torch.randn(6), torch.randn(8))
+    big = rank_one / torch.linalg.matrix_norm(rank_one, ord=2) * 10 * bound  # singular value at 10x the bound
+    ctx.candidates[0].add_(big)
+    PruneWrapper(ctx).restrain(0)
+    s = torch.linalg.svdvals(ctx.candidates[0].param - weight)
+    assert float(s[0]) == pytest.approx(bound + math.log(10.0), rel=1e-3)
+    small = big / 100  # below the bound: untouched
+    ctx2 = _context(weight, torch.eye(8))
+    ctx2.candidates[0].add_(small)
+    PruneWrapper(ctx2).restrain(0)
+    torch.testing.assert_close(ctx2.candidates[0].param - weight, small, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("editor", ["memit", "memit+alphaedit", "ridge+rect+prune", "gradient+alphaedit"])
+def test_every_editor_runs_in_the_env(editor):
+    import numpy as np
+
+    from edit_gym.env import LifelongEditEnv
+
+    env = LifelongEditEnv(model="tiny", num_edits=3, editor=editor)
+    env.reset(seed=0)
+    n = env.num_candidates
+    for _ in range(3):
+        _, reward, _, _, info = env.step({"mask": np.ones(n, np.int8), "coef": np.zeros(n, np.float32)})
+        assert np.isfinite(reward) and info["fault"] == ""
+    assert info["edit_loss_after"] < info["edit_loss_before"]

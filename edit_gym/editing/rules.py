@@ -1,68 +1,293 @@
-"""Update rules: map one candidate's (K, G) to a change dW (d_out x d_in).
+"""Update rules and post-update wrappers: map one candidate's (K, G) to a change dW (d_out x d_in).
 
-Rules follow design.md §1. Each is a small object whose ``factors(keys, grads, weight)`` returns
-the change as a low-rank product dW = left @ right (d_out x r, r x d_in; r = number of answer
-tokens), so the environment adds it with one fused ``addmm_`` and never materialises a dense
-d_out x d_in temporary; ``delta`` gives the dense matrix for reference and tests. Both are at unit
-scale: the environment multiplies by the action's per-candidate scale. Computation is in float32
-on the candidate's device. Rules are chosen by name through :func:`make_rule`.
+Rules follow design.md §1. Every rule aims at the same desired output change per key,
+D_i = -a <k_i, k_i> g_i (what a fine-tuning step does to key i's own output), and differs in how
+it reaches it:
+
+| name       | dW                                                              | state                      |
+|------------|-----------------------------------------------------------------|----------------------------|
+| `gradient` | -a G^T K (cross-talk between keys included)                     | none                       |
+| `ridge`    | D^T (K K^T + e^lam I)^-1 K (each key moves by ~D_i, no cross-talk) | none                    |
+| `memit`    | D^T K (lam C0 + K^T K)^-1: least change on ordinary text (C0)    | C0^-1 per candidate        |
+
+Wrappers (``"memit+alphaedit"``, ``"ridge+rect+prune"``) act after the rule:
+
+| name        | effect                                                                                  |
+|-------------|-----------------------------------------------------------------------------------------|
+| `alphaedit` | dW <- dW P: P projects out the span of preserved keys (C0's principal directions and every key edited earlier in the episode) |
+| `rect`      | keep the top `rect_keep` fraction of entries by |dW| / |W0| (the rest set to 0)         |
+| `prune`     | after applying: singular values of the accumulated W - W0 above sigma_max(W0) shrink to sigma_max(W0) + ln(sigma / sigma_max(W0)) |
+
+Rules return an :class:`Update`, a low-rank product ``left @ right`` (r = number of answer tokens)
+when they can, so the environment adds it with one fused ``addmm_``; ``dense`` otherwise. All math
+is float32 on the candidate's device, at unit scale: the environment multiplies by the action's
+per-candidate scale.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
+
+from edit_gym.candidates import Candidate
+
+
+@dataclass
+class Update:
+    """A change dW (d_out x d_in), as ``left @ right`` or ``dense``."""
+
+    left: torch.Tensor | None = None
+    right: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
+
+    def matrix(self) -> torch.Tensor:
+        return self.dense if self.dense is not None else self.left @ self.right
+
+    def is_finite(self) -> bool:
+        parts = [self.dense] if self.dense is not None else [self.left, self.right]
+        return all(bool(torch.isfinite(p).all()) for p in parts)
+
+    def apply_(self, cand: Candidate, alpha: float) -> None:
+        if self.dense is not None:
+            cand.add_(alpha * self.dense)
+        else:
+            cand.add_low_rank_(self.left, self.right, alpha)
+
+
+@dataclass
+class RuleContext:
+    """What stateful rules may need, supplied lazily by the environment."""
+
+    candidates: list[Candidate]
+    pristine: list[torch.Tensor]  # stored parameters (candidate layout) at reset
+    covariance: Callable[[], list[torch.Tensor]]  # per-candidate key covariance C0 (d_in x d_in)
+
+
+def desired_change(keys: torch.Tensor, grads: torch.Tensor, step: float) -> torch.Tensor:
+    """D_i = -a <k_i, k_i> g_i (N x d_out)."""
+    return -step * (keys * keys).sum(1, keepdim=True) * grads
 
 
 @dataclass
 class GradientRule:
-    """Plain fine-tuning step: dW = -a G^T K (the rank-N gradient of the summed answer loss)."""
+    """Plain fine-tuning step: dW = -a G^T K."""
 
     step_size: float = 1.0
     name: str = "gradient"
 
-    def factors(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor):
-        return -self.step_size * grads.T, keys
-
-    def delta(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        left, right = self.factors(keys, grads, weight)
-        return left @ right
+    def update(self, j: int, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> Update:
+        return Update(-self.step_size * grads.T, keys)
 
 
 @dataclass
 class RidgeRule:
     """Ridge least squares (MALMEN / RLEdit form, no learned net).
 
-    Desired output changes D_i = -a <k_i, k_i> g_i; S = (K^T K + e^lam I)^-1 K^T D, solved in its
-    N x N dual form K^T (K K^T + e^lam I)^-1 D (identical, and cheap because N << d_in). For
-    e^lam << ||k||^2 the matrix moves each key's output by D_i while cancelling the cross-talk
-    between keys a plain gradient step has.
+    S = (K^T K + e^lam I)^-1 K^T D, solved in its N x N dual form K^T (K K^T + e^lam I)^-1 D
+    (identical, and cheap because N << d_in).
     """
 
     step_size: float = 1.0
     log_lambda: float = 0.0
     name: str = "ridge"
 
-    def factors(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor):
-        targets = -self.step_size * (keys * keys).sum(1, keepdim=True) * grads  # N x d_out
+    def update(self, j: int, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> Update:
         gram = keys @ keys.T
         gram.diagonal().add_(math.exp(self.log_lambda))
-        return torch.linalg.solve(gram, targets).T, keys  # dW = X^T K, X = (K K^T + e^lam I)^-1 D
-
-    def delta(self, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        left, right = self.factors(keys, grads, weight)
-        return left @ right
+        x = torch.linalg.solve(gram, desired_change(keys, grads, self.step_size))
+        return Update(x.T, keys)
 
 
-RULES = {"ridge": RidgeRule, "gradient": GradientRule}
+@dataclass
+class CovarianceRule:
+    """Covariance closed form (ROME / MEMIT): dW = D^T K (lam C0 + K^T K)^-1.
+
+    It is the dW that reaches D at the edit keys while changing outputs on ordinary text (whose
+    key covariance is C0) the least, traded off by ``cov_weight`` (lam). With A = lam C0 (+ a
+    jitter), Woodbury gives the low-rank form dW = D^T (I + K A^-1 K^T)^-1 (K A^-1), so each
+    step costs O(N d_in^2) with A^-1 computed once per episode set-up.
+    """
+
+    context: RuleContext
+    step_size: float = 1.0
+    cov_weight: float = 1.0
+    name: str = "memit"
+    _inverse: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def inverse(self, j: int) -> torch.Tensor:
+        inv = self._inverse.get(j)
+        if inv is None:
+            c0 = self.context.covariance()[j].float()
+            a = self.cov_weight * c0
+            a.diagonal().add_(1e-6 * float(c0.diagonal().mean()) + 1e-12)
+            inv = self._inverse[j] = torch.cholesky_inverse(torch.linalg.cholesky(a))
+        return inv
+
+    def update(self, j: int, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> Update:
+        z = keys @ self.inverse(j).to(keys.device)  # N x d_in
+        m = keys @ z.T
+        m.diagonal().add_(1.0)
+        left = torch.linalg.solve(m, desired_change(keys, grads, self.step_size)).T  # D^T (I + M)^-1
+        return Update(left, z)
 
 
-def make_rule(name: str, **params: float):
-    """A rule by name; an unknown name is an error listing the known ones."""
-    try:
-        cls = RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown editor {name!r} (known: {', '.join(sorted(RULES))})") from None
-    return cls(**params)
+@dataclass
+class AlphaEditWrapper:
+    """Null-space projection (AlphaEdit): updates cannot move outputs on preserved keys.
+
+    Preserved keys are C0's principal directions (eigenvalues above ``null_threshold`` times the
+    largest) and, as the episode goes on, every key already edited at that candidate (the basis
+    ``Q`` grows by the edit's keys each step: the one rule whose cost grows with history).
+    """
+
+    context: RuleContext
+    null_threshold: float = 1e-2
+    name: str = "alphaedit"
+    _projector: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+    _edited: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def projector(self, j: int) -> torch.Tensor:
+        p = self._projector.get(j)
+        if p is None:
+            values, vectors = torch.linalg.eigh(self.context.covariance()[j].double())
+            null = vectors[:, values < self.null_threshold * values.max()]
+            p = self._projector[j] = (null @ null.T).float()
+        return p
+
+    def _project(self, j: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rows (.. x d_in) with the preserved directions removed."""
+        out = rows @ self.projector(j).to(rows.device)
+        q = self._edited.get(j)
+        return out if q is None else out - (out @ q.T) @ q
+
+    def transform(self, j: int, update: Update) -> Update:
+        if update.dense is not None:
+            return Update(dense=self._project(j, update.dense))
+        return Update(update.left, self._project(j, update.right))
+
+    def record(self, j: int, keys: torch.Tensor) -> None:
+        """Add the edit's keys (projected into the null space) to the preserved basis."""
+        new = self._project(j, keys)
+        q = self._edited.get(j)
+        basis, r = torch.linalg.qr(new.T)  # d_in x N
+        keep = r.diagonal().abs() > 1e-6 * max(float(r.diagonal().abs().max()), 1e-30)
+        basis = basis[:, keep].T
+        if basis.numel():
+            self._edited[j] = basis if q is None else torch.cat([q, basis])
+
+    def reset(self) -> None:
+        self._edited.clear()
+
+
+@dataclass
+class RectWrapper:
+    """Top-k relative sparsification (RECT): keep the largest |dW| / |W0| entries."""
+
+    context: RuleContext
+    rect_keep: float = 0.2
+    name: str = "rect"
+
+    def transform(self, j: int, update: Update) -> Update:
+        dense = update.matrix()
+        cand = self.context.candidates[j]
+        w0 = self.context.pristine[j]
+        w0 = (w0.t() if cand.transposed else w0).to(dense.device).float()
+        rel = dense.abs() / (w0.abs() + 1e-8)
+        k = max(1, int(self.rect_keep * rel.numel()))
+        threshold = rel.flatten().kthvalue(rel.numel() - k + 1).values
+        return Update(dense=torch.where(rel >= threshold, dense, torch.zeros_like(dense)))
+
+
+@dataclass
+class PruneWrapper:
+    """Spectral restraint (PRUNE) of the accumulated change W - W0, applied after each update."""
+
+    context: RuleContext
+    name: str = "prune"
+    _bound: dict[int, float] = field(default_factory=dict, repr=False)
+
+    def bound(self, j: int) -> float:
+        if j not in self._bound:
+            self._bound[j] = float(torch.linalg.matrix_norm(self.context.pristine[j].float(), ord=2))
+        return self._bound[j]
+
+    @torch.no_grad()
+    def restrain(self, j: int) -> None:
+        cand = self.context.candidates[j]
+        total = (cand.param.float() - self.context.pristine[j].float()).to(torch.float32)
+        bound = self.bound(j)
+        top = float(torch.svd_lowrank(total, q=4, niter=2)[1][0])
+        if top <= bound:
+            return
+        u, s, vh = torch.linalg.svd(total, full_matrices=False)
+        s = torch.where(s > bound, bound + torch.log(s / bound), s)
+        restrained = (u * s) @ vh
+        cand.param.copy_((self.context.pristine[j].float() + restrained).to(cand.param.dtype))
+
+
+BASE_RULES = {"ridge", "gradient", "memit"}
+WRAPPERS = {"alphaedit", "rect", "prune"}
+
+
+class Editor:
+    """A base rule followed by zero or more wrappers, chosen by a spec like ``"memit+alphaedit"``."""
+
+    def __init__(self, spec: str, context: RuleContext, **params: float) -> None:
+        parts = [p.strip() for p in spec.split("+") if p.strip()]
+        known = ", ".join(sorted(BASE_RULES)) + "; wrappers: " + ", ".join(sorted(WRAPPERS))
+        if not parts or parts[0] not in BASE_RULES:
+            raise ValueError(f"unknown editor {spec!r} (rules: {known})")
+        bad = [p for p in parts[1:] if p not in WRAPPERS]
+        if bad or len(set(parts[1:])) != len(parts[1:]):
+            raise ValueError(
+                f"unknown or repeated editor wrapper(s) {bad or parts[1:]} in {spec!r} (rules: {known})"
+            )
+        self.spec = spec
+        base = parts[0]
+        if base == "ridge":
+            self.rule = RidgeRule(params.get("step_size", 1.0), params.get("log_lambda", 0.0))
+        elif base == "gradient":
+            self.rule = GradientRule(params.get("step_size", 1.0))
+        else:
+            self.rule = CovarianceRule(context, params.get("step_size", 1.0), params.get("cov_weight", 1.0))
+        self.wrappers = []
+        for name in parts[1:]:
+            if name == "alphaedit":
+                self.wrappers.append(AlphaEditWrapper(context, params.get("null_threshold", 1e-2)))
+            elif name == "rect":
+                self.wrappers.append(RectWrapper(context, params.get("rect_keep", 0.2)))
+            else:
+                self.wrappers.append(PruneWrapper(context))
+
+    def update(self, j: int, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> Update:
+        update = self.rule.update(j, keys, grads, weight)
+        for w in self.wrappers:
+            if hasattr(w, "transform"):
+                update = w.transform(j, update)
+        return update
+
+    @property
+    def needs_covariance(self) -> bool:
+        return isinstance(self.rule, CovarianceRule) or any(
+            isinstance(w, AlphaEditWrapper) for w in self.wrappers
+        )
+
+    def restrain(self, j: int) -> None:
+        """Right after an update is applied: wrappers that act on the weights (PRUNE)."""
+        for w in self.wrappers:
+            if hasattr(w, "restrain"):
+                w.restrain(j)
+
+    def record(self, j: int, keys: torch.Tensor) -> None:
+        """Once an edit is kept: wrappers that remember it (AlphaEdit's preserved keys)."""
+        for w in self.wrappers:
+            if hasattr(w, "record"):
+                w.record(j, keys)
+
+    def reset(self) -> None:
+        for w in self.wrappers:
+            if hasattr(w, "reset"):
+                w.reset()

@@ -1,0 +1,114 @@
+"""Ordinary text the package can produce offline, and the key covariance C0 computed from it.
+
+No corpus download is possible here, so "ordinary text" is the pre-edit model's own samples
+(nucleus sampling from a few neutral openings, fixed seed): it is text the model finds typical,
+which is what C0 must describe (ROME/MEMIT use Wikipedia for the same purpose). Two disjoint
+sample sets are drawn: ``"covariance"`` (128 x 48 tokens) for C0, ``"heldout"`` (32 x 48) for the
+perplexity probe. Both, and C0, are cached on disk per backbone.
+
+Memory: C0 is one d_in x d_in float32 matrix per candidate, e.g. 30 x 1536^2 x 4 B = 283 MB for
+SmolLM2-135M's ``down_proj``s (the same again in RAM for MEMIT's inverse or AlphaEdit's projector).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from edit_gym.backbones import Backbone
+from edit_gym.cache import atomic_write_text, cache_dir
+from edit_gym.candidates import Candidate
+
+OPENINGS = ("The", "In", "A", "It", "This", "When", "Many", "One")
+SAMPLE_SETS = {"covariance": (128, 48, 1234), "heldout": (32, 48, 5678)}  # sequences, tokens, seed
+
+
+def _slug(backbone: Backbone) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in backbone.name)[-60:]
+
+
+def _weights_digest(backbone: Backbone) -> str:
+    emb = backbone.model.get_input_embeddings().weight
+    return hashlib.sha256(emb[:8].detach().float().cpu().numpy().tobytes()).hexdigest()[:10]
+
+
+@torch.no_grad()
+def model_samples(backbone: Backbone, which: str = "covariance") -> list[list[int]]:
+    """Token-id sequences sampled from the pre-edit model (cached; call on pristine weights)."""
+    if which not in SAMPLE_SETS:
+        raise ValueError(f"unknown sample set {which!r} (known: {', '.join(SAMPLE_SETS)})")
+    count, length, seed = SAMPLE_SETS[which]
+    path = cache_dir() / "samples" / f"{_slug(backbone)}-{_weights_digest(backbone)}-{which}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())["ids"]
+        except (ValueError, KeyError):
+            pass
+    tok, model = backbone.tokenizer, backbone.model
+    per_opening = -(-count // len(OPENINGS))
+    out: list[list[int]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for opening in OPENINGS:
+            ids = torch.tensor([tok(opening)["input_ids"]], device=backbone.device)
+            gen = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_p=0.95,
+                temperature=1.0,
+                max_new_tokens=length,
+                min_new_tokens=length,
+                num_return_sequences=per_opening,
+                pad_token_id=tok.pad_token_id,
+            )
+            out.extend(gen.tolist())
+    out = out[:count]
+    atomic_write_text(path, json.dumps({"backbone": backbone.name, "ids": out}))
+    return out
+
+
+@torch.no_grad()
+def key_covariance(
+    backbone: Backbone, candidates: list[Candidate], batch_size: int = 16
+) -> list[torch.Tensor]:
+    """Per candidate, C0 = mean of k k^T over every token of the covariance samples (cached)."""
+    from safetensors.torch import load_file, save_file
+
+    names = json.dumps([c.name for c in candidates])
+    digest = hashlib.sha256((names + _weights_digest(backbone)).encode()).hexdigest()[:12]
+    path = cache_dir() / "covariance" / f"{_slug(backbone)}-{digest}.safetensors"
+    if path.exists():
+        try:
+            stored = load_file(str(path))
+            return [stored[f"c{j}"].to(c.param.device) for j, c in enumerate(candidates)]
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            pass
+    samples = torch.tensor(model_samples(backbone, "covariance"), device=backbone.device)
+    sums = [torch.zeros(c.shape[1], c.shape[1], device=c.param.device) for c in candidates]
+    count = 0
+
+    def make_hook(j: int):
+        def hook(_module, args, _output):
+            x = args[0].reshape(-1, args[0].shape[-1]).float()
+            sums[j].addmm_(x.T, x)
+
+        return hook
+
+    handles = [c.module.register_forward_hook(make_hook(j)) for j, c in enumerate(candidates)]
+    try:
+        for i in range(0, len(samples), batch_size):
+            chunk = samples[i : i + batch_size]
+            backbone.model(input_ids=chunk)
+            count += chunk.numel()
+    finally:
+        for h in handles:
+            h.remove()
+    cov = [s / count for s in sums]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({f"c{j}": c.contiguous().cpu() for j, c in enumerate(cov)}, str(tmp))
+    tmp.replace(path)
+    return cov
