@@ -33,7 +33,6 @@ from edit_gym.editing.scores import (
     Reference,
     accuracy,
     answer_logprobs,
-    drift,
     drift_from_reference,
     pair_slices,
 )
@@ -404,37 +403,45 @@ class LifelongEditEnv(gym.Env):
         self._kl_sum += metrics["kl"]
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, which: str = "edited") -> dict[str, float]:
-        """Teacher-forced scores of the current weights on the episode's requests.
+    def evaluate(self, which: str = "edited", *, extended: bool = False) -> dict[str, float]:
+        """Scores of the current weights on the episode's requests (see :mod:`edit_gym.evaluation`).
 
-        ``which="edited"``: the requests applied so far (final timing when called at the end);
-        ``"stream"``: every request of the episode's stream (use right after ``reset`` for the
-        pre-edit row). Efficacy: target_new top-1 on the prompts; generalization: the same on the
-        paraphrases; specificity: top-1 agreement with the pre-edit model on the neighbourhood.
+        ``which="edited"``: the requests applied so far (final timing when called at the end),
+        with ``retention_first_n`` over the first ``FIRST_N`` of them; ``"stream"``: every request
+        of the episode (call right after ``reset`` for the pre-edit row). ``extended=True`` adds
+        fluency (greedy generations) and the perplexity probe, which cost generation passes.
         """
+        from edit_gym.evaluation import FIRST_N, fluency, perplexity, score_requests
+
         if which not in ("edited", "stream"):
             raise ValueError(f"which must be 'edited' or 'stream', got {which!r}")
         count = self._t * self.cfg.edits_per_step if which == "edited" else len(self._stream)
         idx = [int(i) for i in self._stream[:count]]
-        reqs = [self._requests[i] for i in idx]
-        if not reqs:
+        if not idx:
             return {}
         device, enc = self._state.backbone.device, self._state.encoder
-        out = {
-            "efficacy": float(
-                np.mean(accuracy(self.model, enc, [(r.prompt, r.target_new) for r in reqs], device=device))
-            )
-        }
-        para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
-        if para:
-            out["generalization"] = float(np.mean(accuracy(self.model, enc, para, device=device)))
-        probes = [(p.prompt, p.answer) for r in reqs for p in r.neighbourhood]
-        if probes:
-            refs = [ref for i in idx for ref in self._references[i]]
-            out["specificity"] = float(
-                np.mean([a for _, a in drift(self.model, enc, probes, refs, device=device)])
-            )
+        reqs = [self._requests[i] for i in idx]
+        out = score_requests(self.model, enc, reqs, [self._references[i] for i in idx], device)
+        first = [(r.prompt, r.target_new) for r in reqs[:FIRST_N]]
+        out["retention_first_n"] = float(np.mean(accuracy(self.model, enc, first, device=device)))
+        if extended:
+            tok = self._state.backbone.tokenizer
+            out["fluency"] = fluency(self.model, tok, [r.prompt for r in reqs[:32]], device)
+            out["perplexity"] = perplexity(self.model, self._heldout_samples(), device)
         return out
+
+    def _heldout_samples(self) -> list[list[int]]:
+        """The pre-edit model's held-out samples (drawn once, on pristine weights, at the first call)."""
+        if getattr(self, "_samples", None) is None:
+            from edit_gym.editing.covariance import model_samples
+
+            edited = [c.param.detach().clone() for c in self.candidates]
+            self._state.restore()
+            try:
+                self._samples = model_samples(self._state.backbone, "heldout")
+            finally:
+                self._state.restore(edited)
+        return self._samples
 
     # ------------------------------------------------------------------ render / lifecycle
     def render(self):

@@ -90,3 +90,12 @@ def drift(model, encoder, pairs, refs: list[Reference], *, batch_size: int = 64,
         for s, ref in zip(pair_slices(batch), refs[j * batch_size : (j + 1) * batch_size], strict=True):
             out.append(drift_from_reference(logp[s], ref))
     return out
+
+
+def sequence_logprob(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
+    """Per pair, the summed log-probability of its answer tokens (teacher-forced)."""
+    out: list[float] = []
+    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+        token = logp.gather(1, batch.labels[batch.answer_mask][:, None])[:, 0]
+        out.extend(float(token[s].sum()) for s in pair_slices(batch))
+    return out

@@ -1,0 +1,110 @@
+"""Episode-level metrics and the protocol every number carries (design.md §5).
+
+* efficacy / generalization: teacher-forced token top-1 of ``target_new`` on the edit prompts /
+  their paraphrases (per prompt: the fraction of answer tokens right; then the mean).
+* specificity: top-1 agreement with the pre-edit model on the neighbourhood prompts.
+* new_vs_true: fraction of requests where p(target_new | prompt) > p(target_true | prompt)
+  (CounterFact's probability success; requests without a true target are skipped).
+* retention: efficacy of every earlier edit measured after the whole stream (``final`` timing);
+  ``retention_first_n``: the same for the first N edits of the stream.
+* fluency: weighted bi-/tri-gram entropy (ROME's 2/3, 4/3 weights) of greedy generations.
+* perplexity: of the pre-edit model's own held-out samples (a general-ability probe: it rises as
+  edits drift the model away from what it did before).
+
+Timings: ``immediate`` scores are read right after each edit (in each step's ``info``), ``final``
+scores after the whole stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import torch
+
+from edit_gym.data.request import EditRequest
+from edit_gym.editing.scores import Reference, accuracy, drift, sequence_logprob
+from edit_gym.tokens import PairEncoder
+
+PROTOCOL = {
+    "scoring": "teacher-forced token top-1 (per prompt mean over answer tokens, then mean over prompts)",
+    "specificity": "top-1 agreement with the pre-edit model on neighbourhood prompts",
+    "new_vs_true": "p(target_new) > p(target_true), summed answer-token log-probabilities",
+    "fluency": "weighted 2-/3-gram entropy of 32-token greedy generations from the edit prompts",
+    "perplexity": "of 32 x 48 tokens sampled from the pre-edit model (seed 5678)",
+}
+FIRST_N = 10
+
+
+def score_requests(
+    model: torch.nn.Module,
+    encoder: PairEncoder,
+    requests: list[EditRequest],
+    references: list[list[Reference]],
+    device,
+) -> dict[str, float]:
+    """Efficacy, generalization, specificity and new-vs-true success of the current weights."""
+    if not requests:
+        return {}
+    out = {
+        "efficacy": float(
+            np.mean(accuracy(model, encoder, [(r.prompt, r.target_new) for r in requests], device=device))
+        )
+    }
+    para = [(p, r.target_new) for r in requests for p in r.paraphrases]
+    if para:
+        out["generalization"] = float(np.mean(accuracy(model, encoder, para, device=device)))
+    probes = [(p.prompt, p.answer) for r in requests for p in r.neighbourhood]
+    if probes:
+        refs = [ref for rs in references for ref in rs]
+        out["specificity"] = float(
+            np.mean([a for _, a in drift(model, encoder, probes, refs, device=device)])
+        )
+    with_true = [r for r in requests if r.target_true]
+    if with_true:
+        new = sequence_logprob(model, encoder, [(r.prompt, r.target_new) for r in with_true], device=device)
+        true = sequence_logprob(model, encoder, [(r.prompt, r.target_true) for r in with_true], device=device)
+        out["new_vs_true"] = float(np.mean([n > t for n, t in zip(new, true, strict=True)]))
+    return out
+
+
+def ngram_entropy(
+    tokens: list[int], ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)
+) -> float:
+    """Weighted mean of n-gram entropies (bits) of one token sequence (ROME's fluency measure)."""
+    values = []
+    for n in ns:
+        grams = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        total = sum(grams.values())
+        values.append(-sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0)
+    return float(np.average(values, weights=weights))
+
+
+@torch.no_grad()
+def fluency(model, tokenizer, prompts: list[str], device, max_new_tokens: int = 32) -> float:
+    """Mean n-gram entropy of greedy continuations of ``prompts`` (generated one batch, left-padded)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+    finally:
+        tokenizer.padding_side = side
+    gen = model.generate(
+        **enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
+    )
+    new = gen[:, enc["input_ids"].shape[1] :].tolist()
+    return float(np.mean([ngram_entropy(seq) for seq in new]))
+
+
+@torch.no_grad()
+def perplexity(model, samples: list[list[int]], device, batch_size: int = 16) -> float:
+    """exp(mean next-token NLL) of the model on token sequences of equal length."""
+    total, count = 0.0, 0
+    for i in range(0, len(samples), batch_size):
+        ids = torch.tensor(samples[i : i + batch_size], device=device)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="sum")
+        total += float(nll)
+        count += ids[:, 1:].numel()
+    return math.exp(total / max(count, 1))

@@ -1,0 +1,86 @@
+"""Each metric on hand-made cases: a stub model that always predicts "previous token + 1"."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from edit_gym.data import EditRequest, Probe
+from edit_gym.editing.scores import Reference, accuracy, drift_from_reference, sequence_logprob
+from edit_gym.evaluation import ngram_entropy, perplexity, score_requests
+from edit_gym.tokens import PairEncoder
+
+VOCAB = 12
+
+
+class NextIdModel(torch.nn.Module):
+    """Logits put all but a little mass on (token id + 1) mod VOCAB."""
+
+    def forward(self, input_ids, attention_mask=None):
+        logits = torch.full((*input_ids.shape, VOCAB), -4.0)
+        logits.scatter_(2, ((input_ids + 1) % VOCAB)[..., None], 4.0)
+        return SimpleNamespace(logits=logits)
+
+
+class DigitTokenizer:
+    """'3 4 5' -> [3, 4, 5]."""
+
+    pad_token_id = 0
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": [int(t) for t in text.split()]}
+
+
+ENC = PairEncoder(DigitTokenizer())
+MODEL = NextIdModel()
+
+
+def test_teacher_forced_accuracy_per_prompt():
+    # after "2" the model says 3 (right), after "3" it says 4 (answer is 5: wrong)
+    assert accuracy(MODEL, ENC, [("1 2", "3 5"), ("4", "5 6 7")]) == [0.5, 1.0]
+
+
+def test_sequence_logprob_and_new_vs_true():
+    right, wrong = sequence_logprob(MODEL, ENC, [("1 2", "3"), ("1 2", "7")])
+    p_right = math.exp(4) / (math.exp(4) + (VOCAB - 1) * math.exp(-4))
+    assert right == pytest.approx(math.log(p_right), rel=1e-4) and wrong < right
+    req = EditRequest(
+        prompt="1 2", subject="1", target_new="3", target_true="7", neighbourhood=(Probe("5", "6"),)
+    )
+    refs = [[Reference(torch.tensor([[6]]), torch.tensor([[0.0]]))]]  # the pre-edit model was sure of 6
+    scores = score_requests(MODEL, ENC, [req], refs, "cpu")
+    assert scores["efficacy"] == 1.0 and scores["new_vs_true"] == 1.0 and scores["specificity"] == 1.0
+    assert "generalization" not in scores  # no paraphrases: not scored rather than scored 0
+
+
+def test_kl_to_reference_by_hand():
+    logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0, 0.0]]), -1)
+    ref_p = torch.tensor([[0.5, 0.25]])
+    ref = Reference(torch.tensor([[1, 0]]), ref_p.log())
+    kl, agree = drift_from_reference(logp, ref)
+    q = logp.exp()[0]
+    tail_q = 1 - q[1] - q[0]
+    expected = 0.5 * math.log(0.5 / q[1]) + 0.25 * math.log(0.25 / q[0]) + 0.25 * math.log(0.25 / tail_q)
+    assert kl == pytest.approx(float(expected), rel=1e-5)
+    assert agree == 0.0  # the reference's top token (1) is not the current argmax (0)
+    same = Reference(logp.topk(4).indices, logp.topk(4).values)
+    assert drift_from_reference(logp, same) == pytest.approx((0.0, 1.0), abs=1e-6)
+
+
+def test_ngram_entropy_by_hand():
+    assert ngram_entropy([7, 7, 7, 7, 7]) == 0.0
+    # 1 2 3 4: three distinct bigrams (log2 3 bits), two distinct trigrams (1 bit)
+    assert ngram_entropy([1, 2, 3, 4]) == pytest.approx((2 / 3 * math.log2(3) + 4 / 3 * 1.0) / 2)
+
+
+def test_perplexity_of_a_uniform_model():
+    class Uniform(torch.nn.Module):
+        def forward(self, input_ids):
+            return SimpleNamespace(logits=torch.zeros(*input_ids.shape, VOCAB))
+
+    assert perplexity(Uniform(), [[1, 2, 3, 4], [5, 6, 7, 8]], "cpu") == pytest.approx(VOCAB, rel=1e-5)
+    assert perplexity(MODEL, [[1, 2, 3, 4]], "cpu") < 1.01  # the stub is almost sure of every next id
