@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 AGENT_CHOICES = ("all", "fixed", "random", "topk-grad")
 
@@ -23,63 +22,63 @@ def _cmd_envs(_args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(rows: dict[str, dict[str, float]], metrics: tuple[str, ...]) -> str:
-    """A plain-text table: one row per entry of ``rows``, one column per metric (in %)."""
-    head = f"{'':<10}" + "".join(f"{m:>16}" for m in metrics)
-    lines = [head, "-" * len(head)]
-    for name, values in rows.items():
-        lines.append(f"{name:<10}" + "".join(f"{100 * values.get(m, float('nan')):>15.1f}%" for m in metrics))
-    return "\n".join(lines)
+def resolve_agent(spec: str, env, checkpoint: str | None = None):
+    """An agent from a baseline name, ``module:Class``, or a saved SB3 model ``.zip``."""
+    from pathlib import Path
 
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-    from tqdm.auto import tqdm
-
-    import edit_gym  # noqa: F401  registers the ids
     from agents import BASELINES
 
-    print(f"loading {args.env} (first run converts/trains and caches the model)...", file=sys.stderr)
-    env = gym.make(args.env, num_edits=args.edits)
+    if spec in BASELINES:
+        return BASELINES[spec](env)
+    if spec.endswith(".zip") or (checkpoint and checkpoint.endswith(".zip") and spec in ("sb3", "ppo")):
+        path = checkpoint if spec in ("sb3", "ppo") else spec
+        if not Path(path).is_file():
+            raise ValueError(f"SB3 model file {path!r} not found")
+        import stable_baselines3 as sb3
+
+        errors = []
+        for name in ("PPO", "A2C", "SAC", "TD3"):
+            try:
+                return getattr(sb3, name).load(path, device="cpu")
+            except Exception as err:  # noqa: BLE001 - try the next algorithm, report all at the end
+                errors.append(f"{name}: {type(err).__name__}")
+        raise ValueError(f"{path!r} is not a loadable SB3 model ({'; '.join(errors)})")
+    if ":" in spec:
+        import importlib
+
+        module_name, _, cls_name = spec.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"unknown agent {spec!r}: {err}") from None
+        if checkpoint:
+            return cls.load(checkpoint, env=env) if hasattr(cls, "load") else cls(env, checkpoint)
+        return cls(env)
+    raise ValueError(
+        f"unknown agent {spec!r} (baselines: {', '.join(BASELINES)}; or module:Class, or an SB3 .zip)"
+    )
+
+
+def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
+    import gymnasium as gym
+
+    import edit_gym  # noqa: F401  registers the ids
+    from edit_gym.runner import results_table, run_episode
+
+    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    env = gym.make(args.env, final_eval=False, **env_kwargs)
+    agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
+    result = run_episode(env, agent, args.seed, extended=not getattr(args, "no_extended", False))
+    result["agent"] = args.agent
     inner = env.unwrapped
-    agent = BASELINES[args.agent](env)
-    obs, _ = env.reset(seed=args.seed)
-    before = inner.evaluate("stream")
-    start = time.perf_counter()
-    rewards, terminated, info = [], False, {}
-    with tqdm(total=inner.num_steps, desc=f"editing ({args.agent})", unit="step") as bar:
-        while not terminated:
-            action, _ = agent.predict(obs, deterministic=True)
-            obs, reward, terminated, _, info = env.step(action)
-            rewards.append(reward)
-            bar.update(1)
-            bar.set_postfix(loss=f"{info['edit_loss_after']:.2f}", eff=f"{info['efficacy']:.2f}")
-    seconds = (time.perf_counter() - start) / args.edits
-    after = {k.removeprefix("final_"): v for k, v in info.items() if k.startswith("final_")}
-    metrics = ("efficacy", "generalization", "specificity")
     print()
     print(
-        f"{args.env}: {args.edits} sequential edits, agent={args.agent}, editor={inner.cfg.editor}, seed={args.seed}"
+        f"{args.env}: {result['edits']} sequential edits, agent={args.agent}, editor={inner.cfg.editor}, "
+        f"dataset={inner.cfg.dataset}, seed={args.seed}"
     )
-    print(
-        "teacher-forced token top-1; specificity = agreement with the pre-edit model; 'after' = final timing"
-    )
-    print(format_table({"before": before, "after": after}, metrics))
-    print(
-        f"mean reward {sum(rewards) / len(rewards):+.3f}; {seconds:.3f} s per edit; success={info.get('is_success')}"
-    )
+    print("teacher-forced token top-1; specificity = agreement with the pre-edit model")
+    print(results_table(result))
     if args.json:
-        result = {
-            "env": args.env,
-            "agent": args.agent,
-            "config": inner.spec.kwargs if inner.spec else {},
-            "seed": args.seed,
-            "protocol": {"metrics": "teacher-forced token top-1", "timing": "final"},
-            "before": before,
-            "after": after,
-            "seconds_per_edit": seconds,
-            "mean_reward": sum(rewards) / len(rewards),
-        }
         from pathlib import Path
 
         from edit_gym.cache import atomic_write_text
@@ -88,6 +87,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     env.close()
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return _run(args, {"num_edits": args.edits})
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
+    if args.dataset:
+        kwargs["dataset"] = args.dataset
+    if args.editor:
+        kwargs["editor"] = args.editor
+    return _run(args, kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(func=_cmd_demo)
+    ev = sub.add_parser("eval", help="evaluate an agent over a seeded edit stream; print a table, write JSON")
+    ev.add_argument("--agent", required=True, help="baseline name, module:Class, or a saved SB3 .zip")
+    ev.add_argument("--checkpoint", help="checkpoint for the agent (passed to its load())")
+    ev.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
+    ev.add_argument("--edits", type=int, required=True, help="sequential edits in the stream")
+    ev.add_argument("--edits-per-step", type=int, default=1, help="requests per step (default: %(default)s)")
+    ev.add_argument("--dataset", help="built-in name, local JSON file, or datasets source id[:split]")
+    ev.add_argument("--editor", help="update rule, e.g. ridge, memit, memit+alphaedit")
+    ev.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
+    ev.add_argument("--no-extended", action="store_true", help="skip fluency and perplexity (faster)")
+    ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
+    ev.set_defaults(func=_cmd_eval)
     return parser
 
 

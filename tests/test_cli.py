@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edit_gym.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +39,51 @@ def test_demo_on_tiny_prints_table_and_json(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "before" in out and "after" in out and "efficacy" in out
+    assert "before" in out and "final" in out and "efficacy" in out
     result = json.loads(out_json.read_text())
-    assert result["before"]["specificity"] == 1.0 and 0.0 <= result["after"]["efficacy"] <= 1.0
+    assert result["before"]["specificity"] == 1.0 and 0.0 <= result["final"]["efficacy"] <= 1.0
+    assert {"fluency", "perplexity", "new_vs_true", "retention_first_n"} <= set(result["final"])
+
+
+def test_eval_writes_config_protocol_and_curve(tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    argv = [
+        "eval",
+        "--agent",
+        "agents.baselines:RandomKAgent",
+        "--env",
+        "LifelongEdit-Tiny-v0",
+        "--edits",
+        "4",
+    ]
+    argv += [
+        "--edits-per-step",
+        "2",
+        "--editor",
+        "memit+alphaedit",
+        "--seed",
+        "3",
+        "--no-extended",
+        "--json",
+        str(out_json),
+    ]
+    assert main(argv) == 0
+    result = json.loads(out_json.read_text())
+    assert result["config"]["editor"] == "memit+alphaedit" and result["config"]["edits_per_step"] == 2
+    assert result["seed"] == 3 and "timings" in result["protocol"] and len(result["curve"]) == 2
+    assert result["curve"][-1]["edit_index"] == 4 and result["layers_touched_per_edit"] == pytest.approx(1.5)
+    assert "fluency" not in result["final"] and result["seconds_per_edit"] > 0
+
+
+def test_eval_loads_a_saved_sb3_model(tmp_path):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    env = gym.make("LifelongEdit-Tiny-Box-v0", num_edits=2)
+    PPO("MultiInputPolicy", env, n_steps=4, batch_size=4, seed=0, device="cpu").save(tmp_path / "ppo")
+    argv = ["eval", "--agent", str(tmp_path / "ppo.zip"), "--env", "LifelongEdit-Tiny-Box-v0", "--edits", "2"]
+    assert main([*argv, "--no-extended"]) == 0
+    assert main(["eval", "--agent", "nowhere:Nothing", "--env", "LifelongEdit-Tiny-v0", "--edits", "2"]) == 2
 
 
 def test_bad_arguments_exit_non_zero():

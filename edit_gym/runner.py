@@ -1,0 +1,97 @@
+"""Run one agent over one seeded edit stream and collect every number an evaluation reports.
+
+The agent is anything with SB3's ``predict(obs, deterministic=True) -> (action, state)``. The
+result is a plain JSON-able dict: configuration, seed, protocol, the pre-edit scores, the
+immediate scores (mean over steps, read right after each edit), the final scores (after the
+whole stream), layers touched per edit, seconds per edit, and the per-step curve.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from edit_gym.evaluation import FIRST_N, PROTOCOL
+
+CURVE_KEYS = (
+    "reward",
+    "edit_loss_before",
+    "edit_loss_after",
+    "efficacy",
+    "specificity",
+    "kl",
+    "layers_touched",
+)
+
+
+def run_episode(env: Any, agent: Any, seed: int, *, extended: bool = True, progress: bool = True) -> dict:
+    """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not)."""
+    inner = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    before = inner.evaluate("stream", extended=extended)
+    curve: list[dict] = []
+    seconds = 0.0
+    terminated = False
+    with tqdm(total=inner.num_steps, desc="editing", unit="step", disable=not progress, leave=False) as bar:
+        while not terminated:
+            action, _ = agent.predict(obs, deterministic=True)
+            start = time.perf_counter()
+            obs, reward, terminated, _, info = env.step(action)
+            seconds += time.perf_counter() - start
+            curve.append(
+                {
+                    "edit_index": info["edit_index"],
+                    **{k: float(info[k] if k != "reward" else reward) for k in CURVE_KEYS},
+                }
+            )
+            bar.update(1)
+            bar.set_postfix(eff=f"{info['efficacy']:.2f}", loss=f"{info['edit_loss_after']:.2f}")
+            if info.get("fault"):
+                break
+    final = inner.evaluate("edited", extended=extended)
+    edits = curve[-1]["edit_index"] if curve else 0
+    return {
+        "config": asdict(inner.cfg),
+        "env_id": inner.spec.id if inner.spec else None,
+        "seed": seed,
+        "protocol": {
+            **PROTOCOL,
+            "retention_first_n": f"final efficacy of the first {FIRST_N} edits",
+            "timings": ["immediate", "final"],
+        },
+        "edits": edits,
+        "before": before,
+        "immediate": {
+            k: float(np.mean([c[k] for c in curve])) for k in ("efficacy", "specificity", "kl", "reward")
+        },
+        "final": final,
+        "layers_touched_per_edit": float(np.mean([c["layers_touched"] for c in curve]))
+        / inner.cfg.edits_per_step,
+        "touched_fraction": float(np.mean([c["layers_touched"] for c in curve])) / inner.num_candidates,
+        "seconds_per_edit": seconds / max(edits, 1),
+        "fault": info.get("fault", "") if curve else "",
+        "curve": curve,
+    }
+
+
+def results_table(result: dict) -> str:
+    """Before / immediate / final rows of one run, as text."""
+    metrics = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
+    head = f"{'':<10}" + "".join(f"{m:>18}" for m in metrics) + f"{'fluency':>9}{'ppl':>9}"
+    lines = [head, "-" * len(head)]
+    for row in ("before", "immediate", "final"):
+        values = result[row]
+        cells = "".join(f"{100 * values[m]:>17.1f}%" if m in values else f"{'-':>18}" for m in metrics)
+        extra = "".join(
+            f"{values[m]:>9.2f}" if m in values else f"{'-':>9}" for m in ("fluency", "perplexity")
+        )
+        lines.append(f"{row:<10}{cells}{extra}")
+    lines.append(
+        f"{result['edits']} edits; {result['layers_touched_per_edit']:.2f} candidates touched per edit "
+        f"({100 * result['touched_fraction']:.0f}%); {result['seconds_per_edit']:.3f} s per edit"
+    )
+    return "\n".join(lines)
