@@ -124,14 +124,7 @@ class LifelongEditEnv(gym.Env):
         self._requests = self._load_requests()
         defaults = self._state.backbone.defaults
         step = self.cfg.step_size if self.cfg.step_size is not None else defaults["step_size"]
-        self._rule = Editor(
-            self.cfg.editor,
-            self._state.rule_context(),
-            log_lambda=self.cfg.log_lambda,
-            cov_weight=self.cfg.cov_weight,
-            null_threshold=self.cfg.null_threshold,
-            rect_keep=self.cfg.rect_keep,
-        )
+        self._rule = self._build_editor()
         self.step_size = float(step)
         self.num_candidates = len(self._state.candidates)
         self.num_steps = self.cfg.num_edits // self.cfg.edits_per_step
@@ -158,6 +151,16 @@ class LifelongEditEnv(gym.Env):
         self._references: dict[int, list[Reference]] = {}
         self._embeddings: dict[int, np.ndarray] = {}
         self._ready = False
+
+    def _build_editor(self) -> Editor:
+        return Editor(
+            self.cfg.editor,
+            self._state.rule_context(),
+            log_lambda=self.cfg.log_lambda,
+            cov_weight=self.cfg.cov_weight,
+            null_threshold=self.cfg.null_threshold,
+            rect_keep=self.cfg.rect_keep,
+        )
 
     # ------------------------------------------------------------------ data
     def _load_requests(self) -> list[EditRequest]:
@@ -461,6 +464,7 @@ class LifelongEditEnv(gym.Env):
         """Pickle without the model: the config rebuilds it, and the edited candidates travel as tensors."""
         state = self.__dict__.copy()
         state["_state"] = None
+        state["_rule"] = self._rule.episode_state()  # the editor is rebuilt around the new model
         state["_edited_weights"] = [c.param.detach().cpu().clone() for c in self._state.candidates]
         return state
 
@@ -471,6 +475,9 @@ class LifelongEditEnv(gym.Env):
         self._state.restore(
             [w.to(c.param.device) for w, c in zip(weights, self._state.candidates, strict=True)]
         )
+        episode = self._rule
+        self._rule = self._build_editor()
+        self._rule.load_episode_state(episode)
 
 
 __all__ = ["InvalidActionError", "LifelongEditEnv"]

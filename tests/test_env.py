@@ -10,6 +10,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env
 
@@ -247,3 +248,15 @@ def test_blown_up_update_is_rolled_back_and_ends_the_episode():
     assert terminated and "rolled back" in info["fault"] and info["layers_touched"] == 0
     assert weights_hash(env) == before and reward == pytest.approx(-1e-6)
     assert info["is_success"] is False
+
+
+def test_pickle_rebuilds_the_editor_around_the_new_model():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4, editor="ridge+alphaedit+rect").unwrapped
+    env.reset(seed=0)
+    env.step(all_candidates_action(env))
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone._rule.wrappers[1].context.candidates[0].module is clone.candidates[0].module
+    saved = env._rule.wrappers[0]._edited
+    assert saved and all(torch.equal(saved[j], clone._rule.wrappers[0]._edited[j]) for j in saved)
+    a, b = env.step(all_candidates_action(env)), clone.step(all_candidates_action(clone))
+    assert a[1] == b[1] and weights_hash(env) == weights_hash(clone)

@@ -291,3 +291,22 @@ class Editor:
         for w in self.wrappers:
             if hasattr(w, "reset"):
                 w.reset()
+
+    def episode_state(self) -> dict:
+        """What the wrappers remember of the current episode (AlphaEdit's edited keys), on the CPU."""
+        return {
+            w.name: {j: q.cpu() for j, q in w._edited.items()}
+            for w in self.wrappers
+            if isinstance(w, AlphaEditWrapper)
+        }
+
+    def load_episode_state(self, state: dict) -> None:
+        for w in self.wrappers:
+            if isinstance(w, AlphaEditWrapper) and w.name in state:
+                device = self.rule_device(w)
+                w._edited = {j: q.to(device) for j, q in state[w.name].items()}
+
+    @staticmethod
+    def rule_device(wrapper: AlphaEditWrapper) -> torch.device:
+        cands = wrapper.context.candidates
+        return cands[0].param.device if cands else torch.device("cpu")
