@@ -102,6 +102,7 @@ def main() -> None:
         )
         for length in args.lengths:
             edits = min(length, available)
+            before = None  # the same stream for every rule and agent: pre-edit scores computed once
             for rule in args.rules:
                 if edits < length:
                     print(
@@ -117,7 +118,8 @@ def main() -> None:
                 )
                 for agent_name in args.agents:
                     start = time.perf_counter()
-                    result = run_episode(env, BASELINES[agent_name](env), args.seed)
+                    result = run_episode(env, BASELINES[agent_name](env), args.seed, before=before)
+                    before = result["before"]
                     result.update(
                         agent=agent_name, data=_dataset_name(source), wall_seconds=time.perf_counter() - start
                     )

@@ -28,11 +28,24 @@ CURVE_KEYS = (
 )
 
 
-def run_episode(env: Any, agent: Any, seed: int, *, extended: bool = True, progress: bool = True) -> dict:
-    """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not)."""
+def run_episode(
+    env: Any,
+    agent: Any,
+    seed: int,
+    *,
+    extended: bool = True,
+    progress: bool = True,
+    before: dict | None = None,
+) -> dict:
+    """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not).
+
+    ``before`` may pass the pre-edit scores of the same stream from an earlier run (same model,
+    dataset, length and seed) to skip recomputing them.
+    """
     inner = env.unwrapped
     obs, _ = env.reset(seed=seed)
-    before = inner.evaluate("stream", extended=extended)
+    if before is None:
+        before = inner.evaluate("stream", extended=extended)
     curve: list[dict] = []
     seconds = 0.0
     terminated = False
