@@ -279,6 +279,7 @@ class LifelongEditEnv(gym.Env):
         self._rule.reset()
         if self._rule.needs_covariance:
             self._state.covariance()  # computed once, on pristine weights
+        self._rule.prepare()
         self._stream = self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
         self._ensure_references(self._stream.tolist())
         self._t = 0

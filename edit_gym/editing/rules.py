@@ -269,6 +269,16 @@ class Editor:
                 update = w.transform(j, update)
         return update
 
+    def prepare(self) -> None:
+        """Build per-candidate state (MEMIT's inverses, AlphaEdit's projectors) before an episode,
+        so one-time set-up is never counted as the cost of an edit."""
+        for j in range(len(self.rule.context.candidates) if isinstance(self.rule, CovarianceRule) else 0):
+            self.rule.inverse(j)
+        for w in self.wrappers:
+            if isinstance(w, AlphaEditWrapper):
+                for j in range(len(w.context.candidates)):
+                    w.projector(j)
+
     @property
     def needs_covariance(self) -> bool:
         return isinstance(self.rule, CovarianceRule) or any(
