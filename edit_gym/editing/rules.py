@@ -313,10 +313,5 @@ class Editor:
     def load_episode_state(self, state: dict) -> None:
         for w in self.wrappers:
             if isinstance(w, AlphaEditWrapper) and w.name in state:
-                device = self.rule_device(w)
-                w._edited = {j: q.to(device) for j, q in state[w.name].items()}
-
-    @staticmethod
-    def rule_device(wrapper: AlphaEditWrapper) -> torch.device:
-        cands = wrapper.context.candidates
-        return cands[0].param.device if cands else torch.device("cpu")
+                cands = w.context.candidates
+                w._edited = {j: q.to(cands[j].param.device) for j, q in state[w.name].items()}
