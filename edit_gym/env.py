@@ -31,7 +31,6 @@ from edit_gym.editing.covariance import key_covariance
 from edit_gym.editing.rules import Editor, RuleContext
 from edit_gym.editing.scores import (
     Reference,
-    accuracy,
     answer_logprobs,
     drift_from_reference,
     pair_slices,
@@ -415,7 +414,7 @@ class LifelongEditEnv(gym.Env):
         of the episode (call right after ``reset`` for the pre-edit row). ``extended=True`` adds
         fluency (greedy generations) and the perplexity probe, which cost generation passes.
         """
-        from edit_gym.evaluation import FIRST_N, fluency, perplexity, score_requests
+        from edit_gym.evaluation import fluency, perplexity, score_requests
 
         if which not in ("edited", "stream"):
             raise ValueError(f"which must be 'edited' or 'stream', got {which!r}")
@@ -426,8 +425,6 @@ class LifelongEditEnv(gym.Env):
         device, enc = self._state.backbone.device, self._state.encoder
         reqs = [self._requests[i] for i in idx]
         out = score_requests(self.model, enc, reqs, [self._references[i] for i in idx], device)
-        first = [(r.prompt, r.target_new) for r in reqs[:FIRST_N]]
-        out["retention_first_n"] = float(np.mean(accuracy(self.model, enc, first, device=device)))
         if extended:
             tok = self._state.backbone.tokenizer
             out["fluency"] = fluency(self.model, tok, [r.prompt for r in reqs[:32]], device)

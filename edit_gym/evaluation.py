@@ -47,11 +47,8 @@ def score_requests(
     """Efficacy, generalization, specificity and new-vs-true success of the current weights."""
     if not requests:
         return {}
-    out = {
-        "efficacy": float(
-            np.mean(accuracy(model, encoder, [(r.prompt, r.target_new) for r in requests], device=device))
-        )
-    }
+    efficacy = accuracy(model, encoder, [(r.prompt, r.target_new) for r in requests], device=device)
+    out = {"efficacy": float(np.mean(efficacy)), "retention_first_n": float(np.mean(efficacy[:FIRST_N]))}
     para = [(p, r.target_new) for r in requests for p in r.paraphrases]
     if para:
         out["generalization"] = float(np.mean(accuracy(model, encoder, para, device=device)))
