@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from agents import BASELINES
@@ -37,6 +38,17 @@ def _dataset_name(source: str) -> str:
     return "facts" if source == "facts" else Path(source).stem
 
 
+def cost_growth(run: dict, window: int = 50) -> float | None:
+    """Median step seconds over the last ``window`` steps / over steps 5..5+window; None if too short.
+
+    Wide windows because prompt lengths vary along the stream; only meaningful for long streams.
+    """
+    seconds = [c["seconds"] for c in run["curve"] if "seconds" in c]
+    if len(seconds) < 4 * window:
+        return None
+    return float(np.median(seconds[-window:]) / np.median(seconds[5 : 5 + window]))
+
+
 def write_markdown(runs: list[dict], path: Path, command: str) -> None:
     commands = list(dict.fromkeys([*(r["command"] for r in runs if "command" in r), command]))
     lines = [
@@ -52,13 +64,15 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
         "agreement with the pre-edit model on neighbourhood prompts; new>true = p(target_new) > "
         "p(target_true); ret@10 = final efficacy of the first 10 edits; fluency = 2/3-gram entropy of "
         "greedy generations (pre-edit values in the `before` rows); ppl = perplexity of the pre-edit "
-        "model's own held-out samples; imm. eff = efficacy right after each edit (mean).",
+        "model's own held-out samples; imm. eff = efficacy right after each edit (mean); cost end/10 = "
+        "median step seconds over the last 50 steps / over steps 5-55 (streams of 200+ edits; wall-clock "
+        "on a shared machine, so read it with `benchmarks/edit_cost.py`).",
         "- every candidate is edited at coefficient 0 unless the agent selects fewer; step sizes are the "
         "backbone defaults (`benchmarks/calibrate_step.py`).",
         "",
         "| model | data | edits | rule | agent | eff | gen | spec | new>true | ret@10 | imm. eff | fluency | ppl | "
-        "touched | s/edit | fault |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "touched | s/edit | cost end/10 | fault |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen_before = set()
     for run in runs:
@@ -70,15 +84,17 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
             lines.append(
                 f"| {cfg['model']} | {run['data']} | {cfg['num_edits']} | before | - | "
                 + " | ".join(f"{100 * b[m]:.1f}" if m in b else "-" for m in METRICS)
-                + f" | - | {b.get('fluency', float('nan')):.2f} | {b.get('perplexity', float('nan')):.2f} | - | - | - |"
+                + f" | - | {b.get('fluency', float('nan')):.2f} | {b.get('perplexity', float('nan')):.2f} | - | - | - | - |"
             )
+        growth = cost_growth(run)
         edits = f"{run['edits']} of {cfg['num_edits']}" if run["edits"] != cfg["num_edits"] else run["edits"]
         lines.append(
             f"| {cfg['model']} | {run['data']} | {edits} | {cfg['editor']} | {run['agent']} | "
             + " | ".join(f"{100 * fin[m]:.1f}" if m in fin else "-" for m in METRICS)
             + f" | {100 * run['immediate']['efficacy']:.1f} | {fin.get('fluency', float('nan')):.2f} | "
             f"{fin.get('perplexity', float('nan')):.2f} | {100 * run['touched_fraction']:.0f}% | "
-            f"{run['seconds_per_edit']:.3f} | {run['fault'] or '-'} |"
+            f"{run['seconds_per_edit']:.3f} | {'-' if growth is None else f'{growth:.2f}'} | "
+            f"{run['fault'] or '-'} |"
         )
     atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -70,3 +70,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_folder(path: Path, build: Callable[[Path], None]) -> None:
+    """Write a whole folder (a checkpoint) so that ``path`` is always either the old or the new one.
+
+    ``build`` fills a temporary sibling; the old folder (if any) is moved aside, the new one renamed
+    in, and only then is the old one deleted. An interruption leaves the previous folder in place
+    (or, in the instant between the two renames, beside it as ``.<name>.old``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.parent / f".{path.name}.old"
+    try:
+        build(tmp)
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,8 @@
 
 edit-gym envs
 edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
+edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
+edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--seed S] --out DIR
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def resolve_agent(spec: str, env, checkpoint: str | None = None):
 
     if spec in BASELINES:
         return BASELINES[spec](env)
+    if spec == "rledit":
+        from agents.rledit import RLEditAgent
+
+        if not checkpoint:
+            raise ValueError("--agent rledit needs --checkpoint DIR (from `edit-gym train rledit --out DIR`)")
+        return RLEditAgent.load(checkpoint, env=env)
     if spec.endswith(".zip") or (checkpoint and checkpoint.endswith(".zip") and spec in ("sb3", "ppo")):
         path = checkpoint if spec in ("sb3", "ppo") else spec
         if not Path(path).is_file():
@@ -97,9 +105,50 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
     if args.dataset:
         kwargs["dataset"] = args.dataset
-    if args.editor:
+    if args.agent == "rledit":
+        if not args.checkpoint:
+            raise ValueError("--agent rledit needs --checkpoint DIR (from `edit-gym train rledit --out DIR`)")
+        # the learned rule is the editor; --editor may add wrappers, e.g. --editor alphaedit
+        kwargs["editor"] = f"rledit:{args.checkpoint}" + (f"+{args.editor}" if args.editor else "")
+    elif args.editor:
         kwargs["editor"] = args.editor
     return _run(args, kwargs)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import edit_gym  # noqa: F401  registers the ids
+    from agents.rledit import RLEditAgent, RLEditConfig
+
+    if args.sequences < 1 or args.edits_per_sequence < 1:
+        raise ValueError("--sequences and --edits-per-sequence must be positive integers")
+    kwargs = {"num_edits": args.edits_per_sequence, "final_eval": False}
+    if args.dataset:
+        kwargs["dataset"] = args.dataset
+    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    env = gym.make(args.env, **kwargs)
+    config = RLEditConfig(
+        window=args.window,
+        c_loc=args.c_loc,
+        discount=args.discount,
+        learning_rate=args.lr,
+        rank=args.rank,
+        seed=args.seed,
+    )
+    agent = RLEditAgent(env, config)
+    agent.learn(
+        args.sequences,
+        tb_log_dir=args.tensorboard,
+        checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+    )
+    agent.save(args.out)
+    print(f"wrote {args.out} ({agent.sequences_trained} sequences); use it with")
+    print(f"  edit-gym eval --agent rledit --checkpoint {args.out} --env {args.env} --edits N")
+    print(f"  gym.make({args.env!r}, editor={agent.editor_spec(args.out)!r})")
+    env.close()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(func=_cmd_demo)
     ev = sub.add_parser("eval", help="evaluate an agent over a seeded edit stream; print a table, write JSON")
-    ev.add_argument("--agent", required=True, help="baseline name, module:Class, or a saved SB3 .zip")
+    ev.add_argument(
+        "--agent",
+        required=True,
+        help="baseline name, rledit (with --checkpoint), module:Class, or an SB3 .zip",
+    )
     ev.add_argument("--checkpoint", help="checkpoint for the agent (passed to its load())")
     ev.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
     ev.add_argument("--edits", type=int, required=True, help="sequential edits in the stream")
@@ -132,6 +185,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-extended", action="store_true", help="skip fluency and perplexity (faster)")
     ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
     ev.set_defaults(func=_cmd_eval)
+    tr = sub.add_parser("train", help="train a learned editor (rledit) and write a checkpoint folder")
+    tr.add_argument("agent", choices=("rledit",), help="what to train")
+    tr.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
+    tr.add_argument("--dataset", help="training data: built-in name, local JSON file, or datasets source")
+    tr.add_argument("--sequences", type=int, default=50, help="training sequences (default: %(default)s)")
+    tr.add_argument(
+        "--edits-per-sequence",
+        type=int,
+        default=10,
+        help="sequential edits per sequence (default: %(default)s)",
+    )
+    tr.add_argument("--window", type=int, default=10, help="backtracking window k (default: %(default)s)")
+    tr.add_argument("--c-loc", type=float, default=0.6, help="locality KL weight (default: %(default)s)")
+    tr.add_argument(
+        "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
+    )
+    tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    tr.add_argument("--rank", type=int, default=32, help="hypernet block rank (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    tr.add_argument("--tensorboard", help="write TensorBoard logs to this folder")
+    tr.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also save every N sequences (default: only at the end)",
+    )
+    tr.add_argument("--out", required=True, help="checkpoint folder to write")
+    tr.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -197,6 +197,26 @@ class LifelongEditEnv(gym.Env):
     def candidates(self) -> list[Candidate]:
         return self._state.candidates
 
+    @property
+    def encoder(self) -> PairEncoder:
+        """The backbone's (prompt, answer) encoder, with its token cache."""
+        return self._state.encoder
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self._state.backbone.device)
+
+    @property
+    def stream(self) -> list[EditRequest]:
+        """The current episode's requests, in edit order (drawn by ``reset``)."""
+        if not self._ready and not hasattr(self, "_stream"):
+            raise gym.error.ResetNeeded("call reset() before reading the stream")
+        return [self._requests[int(i)] for i in self._stream]
+
+    def update_scales(self, mask: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """The scale the env multiplies each candidate's unit update by, for an action (mask, coef)."""
+        return self._scales(np.asarray(mask, dtype=bool), np.asarray(coef, dtype=np.float64))
+
     def _batch_requests(self, step: int) -> list[int]:
         b = self.cfg.edits_per_step
         return [int(i) for i in self._stream[step * b : (step + 1) * b]]

@@ -54,10 +54,12 @@ def run_episode(
             action, _ = agent.predict(obs, deterministic=True)
             start = time.perf_counter()
             obs, reward, terminated, _, info = env.step(action)
-            seconds += time.perf_counter() - start
+            step_seconds = time.perf_counter() - start
+            seconds += step_seconds
             curve.append(
                 {
                     "edit_index": info["edit_index"],
+                    "seconds": step_seconds,
                     **{k: float(info[k] if k != "reward" else reward) for k in CURVE_KEYS},
                 }
             )

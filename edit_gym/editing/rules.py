@@ -228,7 +228,7 @@ class PruneWrapper:
         cand.param.copy_((self.context.pristine[j].float() + restrained).to(cand.param.dtype))
 
 
-BASE_RULES = {"ridge", "gradient", "memit"}
+BASE_RULES = {"ridge", "gradient", "memit"}  # plus "rledit:PATH", a trained hypernet (editing/hypernet.py)
 WRAPPERS = {"alphaedit", "rect", "prune"}
 
 
@@ -237,8 +237,15 @@ class Editor:
 
     def __init__(self, spec: str, context: RuleContext, **params: float) -> None:
         parts = [p.strip() for p in spec.split("+") if p.strip()]
-        known = ", ".join(sorted(BASE_RULES)) + "; wrappers: " + ", ".join(sorted(WRAPPERS))
-        if not parts or parts[0] not in BASE_RULES:
+        known = (
+            ", ".join(sorted(BASE_RULES))
+            + ", rledit:CHECKPOINT_DIR; wrappers: "
+            + ", ".join(sorted(WRAPPERS))
+        )
+        learned = bool(parts) and parts[0].split(":", 1)[0] == "rledit"
+        if learned and not parts[0].startswith("rledit:") or parts[:1] == ["rledit:"]:
+            raise ValueError(f"editor {spec!r}: a learned rule needs its checkpoint, as rledit:PATH")
+        if not parts or not (learned or parts[0] in BASE_RULES):
             raise ValueError(f"unknown editor {spec!r} (rules: {known})")
         bad = [p for p in parts[1:] if p not in WRAPPERS]
         if bad or len(set(parts[1:])) != len(parts[1:]):
@@ -247,7 +254,11 @@ class Editor:
             )
         self.spec = spec
         base = parts[0]
-        if base == "ridge":
+        if learned:
+            from edit_gym.editing.hypernet import LearnedRule
+
+            self.rule = LearnedRule.from_checkpoint(base.split(":", 1)[1], context.candidates)
+        elif base == "ridge":
             self.rule = RidgeRule(params.get("step_size", 1.0), params.get("log_lambda", 0.0))
         elif base == "gradient":
             self.rule = GradientRule(params.get("step_size", 1.0))

@@ -1,0 +1,422 @@
+"""RLEdit (arXiv 2502.05759): training the hypernetwork editor over whole edit sequences.
+
+The net itself, and its use as an update rule, live in :mod:`edit_gym.editing.hypernet`
+(``editor="rledit:DIR"``). This module owns how it is trained, as the paper does it and without
+the flaws of its public code (design.md §1):
+
+* **Whole sequences.** Each training sequence is a fresh episode of ``edits_per_sequence`` requests
+  from the *training* data, applied one after another to the same weights: at step t the update is
+  computed from (K, G) captured on the already-edited model W_{t-1} and applied, giving W_t.
+* **The step loss** is a backtracking window over the last ``window`` requests (newest j = 0):
+
+      L_t = sum_j mu^j [ CE(paraphrases of request t-j -> its target | W_t)
+                         + c_loc KL(p_{W_{t-1}} || p_{W_t}) on request t-j's unrelated prompts ]
+            + eta ||scale * dW_t||_F^2
+
+  The L2 term is computed from the net's output, so it really has a gradient (the public code's has
+  none).
+* **Decoupled gradient.** W_t = W_{t-1} + scale * dW_t with dW_t = left_t @ K_t. The language model's
+  graph is run on plain weights only: g_t = dL_t / dW_t comes from one backward through the LM, and
+  the net receives it through the surrogate <scale * left_t @ K_t, g> (``left_t`` carries the net's
+  graph). Because later weights are sums of earlier updates, update t' is charged with every later
+  step's gradient: sum_{t >= t'} discount^(t - t') g_t (``discount=0`` charges each update with its own
+  step only). That is the exact gradient of the summed sequence loss except through the later (K, G)
+  captures, which the method treats as data. ``tests/test_rledit.py`` checks the decoupled gradient
+  against a direct autograd graph.
+* **Real optimisation.** One Adam step per sequence (``sequences_per_update`` to accumulate more),
+  over as many sequences as asked; whitening statistics are gathered while training and frozen in
+  the saved checkpoint; everything is seeded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edit_gym.actions import encode_action
+from edit_gym.cache import atomic_write_folder
+from edit_gym.editing.capture import capture
+from edit_gym.editing.hypernet import (
+    CheckpointError,
+    HyperNet,
+    HyperNetConfig,
+    load_hypernet,
+    write_hypernet,
+)
+
+AGENT_FILE = "agent.json"
+
+
+@dataclass
+class RLEditConfig:
+    """Training hyperparameters (paper defaults where the paper gives them)."""
+
+    window: int = 10  # k: requests in the backtracking window
+    mu: float = 0.95  # weight decay along the window
+    c_loc: float = 0.6  # weight of the locality KL
+    eta: float = 1e-4  # weight of the L2 penalty on each applied update
+    discount: float = 1.0  # how much an update is charged with later steps' losses
+    learning_rate: float = 1e-4
+    max_grad_norm: float = 1.0
+    sequences_per_update: int = 1
+    paraphrases_per_request: int = 2  # rephrasings scored per window request (prompt itself if none)
+    locality_per_request: int = 2  # unrelated prompts per window request
+    rank: int = 32  # hypernet block rank
+    blocks: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "window >= 1": self.window >= 1,
+            "0 < mu <= 1": 0 < self.mu <= 1,
+            "c_loc >= 0": self.c_loc >= 0,
+            "eta >= 0": self.eta >= 0,
+            "0 <= discount <= 1": 0 <= self.discount <= 1,
+            "learning_rate > 0": self.learning_rate > 0,
+            "sequences_per_update >= 1": self.sequences_per_update >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid RLEdit config: need {', '.join(bad)}")
+
+
+@dataclass
+class _Applied:
+    """One applied update of the current sequence: what the surrogate needs to reach the net."""
+
+    left: list[torch.Tensor]  # per candidate, d_out x N, with the net's graph
+    right: list[torch.Tensor]  # per candidate, N x d_in (the keys, no graph)
+    scale: np.ndarray
+
+
+@dataclass
+class SequenceLog:
+    loss: list[float] = field(default_factory=list)
+    ce: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    l2: list[float] = field(default_factory=list)
+    efficacy: list[float] = field(default_factory=list)  # right after each edit
+
+
+def _answer_logp(model, batch) -> torch.Tensor:
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return torch.log_softmax(logits[batch.answer_mask].float(), dim=-1)
+
+
+def _per_pair_mean(values: torch.Tensor, batch) -> torch.Tensor:
+    """Mean of per-answer-token ``values`` within each pair of the batch."""
+    counts = batch.answer_mask.sum(1)
+    pair = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
+    sums = torch.zeros(len(counts), device=values.device).index_add(0, pair, values)
+    return sums / counts.clamp_min(1)
+
+
+class RLEditTrainer:
+    """The sequence loop. ``env`` supplies the model, candidates, encoder and training streams."""
+
+    def __init__(self, env: Any, net: HyperNet, config: RLEditConfig) -> None:
+        self.env = env.unwrapped
+        self.net = net
+        self.config = config
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+
+    # ------------------------------------------------------------- one step of a sequence
+    def window_pairs(self, stream, t: int):
+        """(paraphrase pairs, their window weights, locality pairs, their weights) for step ``t``."""
+        cfg = self.config
+        para, para_w, loc, loc_w = [], [], [], []
+        for j in range(min(cfg.window, t + 1)):
+            r = stream[t - j]
+            weight = cfg.mu**j
+            texts = list(r.paraphrases[: cfg.paraphrases_per_request]) or [r.prompt]
+            para += [(q, r.target_new) for q in texts]
+            para_w += [weight / len(texts)] * len(texts)
+            probes = r.neighbourhood[: cfg.locality_per_request]
+            loc += [(p.prompt, p.answer) for p in probes]
+            loc_w += [weight / max(len(probes), 1)] * len(probes)
+        return para, para_w, loc, loc_w
+
+    def step_loss(self, stream, t: int, prev_loc_logp: torch.Tensor | None):
+        """L_t on the current weights, with a graph back to the candidate weights only."""
+        cfg, env = self.config, self.env
+        para, para_w, loc, loc_w = self.window_pairs(stream, t)
+        edit_pair = [(stream[t].prompt, stream[t].target_new)]
+        batch = env.encoder.encode(edit_pair + para + loc, device=env.device)
+        logp = _answer_logp(env.model, batch)
+        labels = batch.labels[batch.answer_mask]
+        token_ce = -logp.gather(1, labels[:, None]).squeeze(1)
+        pair_ce = _per_pair_mean(token_ce, batch)
+        n_edit, n_para = 1, len(para)
+        counts = batch.answer_mask.sum(1).tolist()
+        edit_rows = counts[0]
+        efficacy = float((logp[:edit_rows].argmax(-1) == labels[:edit_rows]).float().mean())
+        weights_p = torch.tensor(para_w, device=logp.device)
+        ce = (pair_ce[n_edit : n_edit + n_para] * weights_p).sum()
+        kl = torch.zeros((), device=logp.device)
+        if loc:
+            start = sum(counts[: n_edit + n_para])
+            new = logp[start:]
+            token_kl = (prev_loc_logp.exp() * (prev_loc_logp - new)).sum(-1)
+            loc_counts = counts[n_edit + n_para :]
+            counts_t = torch.tensor(loc_counts, device=new.device)
+            pair = torch.repeat_interleave(torch.arange(len(loc_counts), device=new.device), counts_t)
+            pair_kl = torch.zeros(len(loc_counts), device=new.device).index_add(0, pair, token_kl)
+            pair_kl = pair_kl / counts_t.clamp_min(1)
+            kl = (pair_kl * torch.tensor(loc_w, device=new.device)).sum()
+        return ce + cfg.c_loc * kl, float(ce.detach()), float(kl.detach()), efficacy
+
+    def locality_reference(self, stream, t: int) -> torch.Tensor | None:
+        """p_{W_{t-1}} at the window's locality answer positions (no graph)."""
+        _, _, loc, _ = self.window_pairs(stream, t)
+        if not loc:
+            return None
+        with torch.no_grad():
+            return _answer_logp(self.env.model, self.env.encoder.encode(loc, device=self.env.device))
+
+    # ------------------------------------------------------------- one sequence
+    def run_sequence(self, seed: int) -> tuple[torch.Tensor, SequenceLog]:
+        """Edit one training sequence; return its surrogate objective (graph into the net) and logs."""
+        cfg, env, net = self.config, self.env, self.net
+        env.reset(seed=seed)
+        stream = env.stream
+        cands = env.candidates
+        n = len(cands)
+        scale = env.update_scales(np.ones(n, bool), np.zeros(n))
+        params = [c.param for c in cands]
+        applied: list[_Applied] = []
+        objective = torch.zeros((), device=net.device)
+        log = SequenceLog()
+        for t in range(len(stream)):
+            req = stream[t]
+            cap = capture(
+                env.model, cands, env.encoder.encode([(req.prompt, req.target_new)], device=env.device)
+            )
+            prev = self.locality_reference(stream, t)
+            lefts, rights = [], []
+            l2 = torch.zeros((), device=net.device)
+            for j, c in enumerate(cands):
+                net.observe(j, cap.keys[j], cap.grads[j])
+                left, right = net.factors(j, cap.keys[j], cap.grads[j])
+                c.add_low_rank_(left.detach(), right, float(scale[j]))
+                lefts.append(left)
+                rights.append(right)
+                # ||s left right||_F^2 = s^2 sum((left^T left) * (right right^T)), with a gradient path
+                l2 = l2 + float(scale[j]) ** 2 * ((left.T @ left) * (right @ right.T)).sum()
+            applied.append(_Applied(lefts, rights, scale))
+            for p in params:
+                p.requires_grad_(True)
+            try:
+                with torch.enable_grad():
+                    loss, ce, kl, eff = self.step_loss(stream, t, prev)
+                    grads = torch.autograd.grad(loss, params)
+            finally:
+                for p in params:
+                    p.requires_grad_(False)
+            # charge every update so far with this step's gradient (discounted by its age)
+            for age, past in enumerate(reversed(applied)):
+                weight = cfg.discount**age
+                if weight == 0.0:
+                    break
+                for j, c in enumerate(cands):
+                    g = grads[j].t() if c.transposed else grads[j]
+                    g = g.to(device=net.device, dtype=torch.float32)
+                    objective = (
+                        objective
+                        + weight * float(past.scale[j]) * (past.left[j] * (g @ past.right[j].T)).sum()
+                    )
+            objective = objective + cfg.eta * l2
+            log.loss.append(float(loss.detach()) + cfg.eta * float(l2.detach()))
+            log.ce.append(ce)
+            log.kl.append(kl)
+            log.l2.append(float(l2.detach()))
+            log.efficacy.append(eff)
+        return objective, log
+
+    def train_step(self, seeds: list[int]) -> list[SequenceLog]:
+        """One optimizer step over ``len(seeds)`` sequences (gradients accumulated)."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = []
+        for s in seeds:
+            objective, log = self.run_sequence(s)
+            (objective / len(seeds)).backward()
+            logs.append(log)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        return logs
+
+
+class RLEditAgent:
+    """The RLEdit editor as an agent: all candidates at coefficient 0, the learned rule does the rest.
+
+    ``learn`` trains the hypernet on the env's training stream; ``save(DIR)`` writes a checkpoint
+    folder usable as ``editor="rledit:DIR"`` or ``edit-gym eval --agent rledit --checkpoint DIR``;
+    ``predict`` is SB3-shaped. To *use* a trained net, the env must be built with that editor.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        config: RLEditConfig | dict | None = None,
+        net: HyperNet | None = None,
+        **overrides: Any,
+    ) -> None:
+        cfg = config if isinstance(config, RLEditConfig) else RLEditConfig(**{**(config or {}), **overrides})
+        self.config = cfg
+        self.env = env
+        inner = env.unwrapped
+        self.num_candidates = inner.num_candidates
+        self.action_type = inner.cfg.action_type
+        self.coef_levels = inner.cfg.coef_levels
+        names = [c.name for c in inner.candidates]
+        shapes = [c.shape for c in inner.candidates]
+        if net is None:
+            torch.manual_seed(cfg.seed)
+            net = HyperNet(
+                HyperNetConfig(
+                    names, shapes, rank=cfg.rank, blocks=cfg.blocks, init_log_lambda=inner.cfg.log_lambda
+                )
+            )
+        net.check_candidates(names, shapes)
+        self.net = net.to(inner.candidates[0].param.device)
+        self.sequences_trained = int(net.config.extra.get("sequences_trained", 0))
+        self._trainer: RLEditTrainer | None = None
+
+    # ------------------------------------------------------------------ SB3-shaped API
+    def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
+        """Every candidate at coefficient 0 (the learned rule sets each matrix's step itself)."""
+        mask = np.ones(self.num_candidates, dtype=bool)
+        return encode_action(mask, np.zeros(self.num_candidates), self.action_type, self.coef_levels), state
+
+    def learn(
+        self,
+        total_sequences: int,
+        callback: Any = None,
+        progress_bar: bool = True,
+        tb_log_dir: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+    ) -> RLEditAgent:
+        """Train over ``total_sequences`` more edit sequences (seeded: ``config.seed`` and the count so far).
+
+        ``callback(agent, logs) -> bool | None`` runs after each optimizer step; returning False stops.
+        ``checkpoint_every`` > 0 saves to ``checkpoint_dir`` that often (atomic: an interrupted run
+        keeps its last whole checkpoint).
+        """
+        from tqdm.auto import tqdm
+
+        if total_sequences < 1:
+            raise ValueError(f"total_sequences must be >= 1, got {total_sequences}")
+        if checkpoint_every and checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir")
+        cfg = self.config
+        if self._trainer is None:
+            self._trainer = RLEditTrainer(self.env, self.net, cfg)
+        writer = _writer(tb_log_dir)
+        rng = np.random.default_rng([cfg.seed, self.sequences_trained])
+        done = 0
+        bar = tqdm(total=total_sequences, desc="rledit", unit="seq", disable=not progress_bar)
+        try:
+            while done < total_sequences:
+                count = min(cfg.sequences_per_update, total_sequences - done)
+                seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=count)]
+                logs = self._trainer.train_step(seeds)
+                done += count
+                self.sequences_trained += count
+                bar.update(count)
+                loss = float(np.mean([np.sum(g.loss) for g in logs]))
+                bar.set_postfix(
+                    seq_loss=f"{loss:.3f}", eff=f"{np.mean([np.mean(g.efficacy) for g in logs]):.2f}"
+                )
+                if writer is not None:
+                    self._log(writer, logs)
+                if checkpoint_every and self.sequences_trained % checkpoint_every < count:
+                    self.save(checkpoint_dir)
+                if callback is not None and callback(self, logs) is False:
+                    break
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+            self.env.unwrapped.reset(seed=cfg.seed)  # leave the env's weights pristine
+            self.net.eval()
+        return self
+
+    def _log(self, writer, logs: list[SequenceLog]) -> None:
+        step = self.sequences_trained
+        mean = lambda key: float(np.mean([np.mean(getattr(g, key)) for g in logs]))  # noqa: E731
+        writer.add_scalar("losses/sequence_loss", float(np.mean([np.sum(g.loss) for g in logs])), step)
+        writer.add_scalar("losses/edit_ce", mean("ce"), step)
+        writer.add_scalar("losses/locality_kl", mean("kl"), step)
+        writer.add_scalar("losses/l2", mean("l2"), step)
+        writer.add_scalar("edit/immediate_efficacy", mean("efficacy"), step)
+        names = self.net.config.candidates
+        steps = self.net.log_step.detach().exp().cpu()
+        lams = self.net.log_lambda.detach().cpu()
+        for j, name in enumerate(names):
+            writer.add_scalar(f"step_size/{name}", float(steps[j]), step)
+            writer.add_scalar(f"log_lambda/{name}", float(lams[j]), step)
+        writer.add_histogram("step_size/all", steps, step)
+
+    # ------------------------------------------------------------------ persistence
+    def editor_spec(self, path: str | Path) -> str:
+        """The env ``editor`` string that uses a checkpoint saved at ``path``."""
+        return f"rledit:{Path(path)}"
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint folder atomically (hypernet tensors + JSON; nothing executable)."""
+        self.net.config.extra["sequences_trained"] = self.sequences_trained
+        inner = self.env.unwrapped
+        meta = {
+            "agent": "rledit",
+            "config": asdict(self.config),
+            "sequences_trained": self.sequences_trained,
+            "env": {
+                "model": inner.cfg.model,
+                "dataset": str(inner.cfg.dataset),
+                "spec_id": _spec_id(self.env),
+            },
+        }
+
+        def build(tmp: Path) -> None:
+            write_hypernet(self.net, tmp)
+            (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=1))
+
+        atomic_write_folder(Path(path), build)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, env: Any) -> RLEditAgent:
+        """Load a checkpoint folder for ``env`` (whose candidates must be the ones it was trained on)."""
+        path = Path(path)
+        meta_path = path / AGENT_FILE
+        if not meta_path.is_file():
+            raise CheckpointError(f"{path} is not an RLEdit agent folder (no {AGENT_FILE})")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{meta_path} is not valid JSON ({err})") from None
+        if meta.get("agent") != "rledit":
+            raise CheckpointError(f"{meta_path} is not an RLEdit agent file")
+        net = load_hypernet(path)
+        agent = cls(env, RLEditConfig(**meta["config"]), net=net)
+        agent.sequences_trained = int(meta.get("sequences_trained", 0))
+        return agent
+
+
+def _spec_id(env: Any) -> str | None:
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None else None
+
+
+def _writer(log_dir: str | Path | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))

@@ -1,0 +1,211 @@
+"""RLEdit: the hypernet rule, its decoupled training gradient, training, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents.rledit import RLEditAgent, RLEditConfig, RLEditTrainer
+from edit_gym.editing.capture import capture
+from edit_gym.editing.hypernet import CheckpointError, HyperNet, HyperNetConfig, load_hypernet
+from edit_gym.editing.rules import RidgeRule
+from tests.conftest import all_candidates_action, weights_hash
+
+
+def _env(**kwargs):
+    return gym.make("LifelongEdit-Tiny-v0", final_eval=False, **{"num_edits": 4, **kwargs})
+
+
+def _first_capture(env, seed=0):
+    inner = env.unwrapped
+    inner.reset(seed=seed)
+    req = inner.stream[0]
+    return capture(inner.model, inner.candidates, inner.encoder.encode([(req.prompt, req.target_new)]))
+
+
+def _perturb(net: HyperNet, seed: int = 0) -> None:
+    """Move every parameter off its identity start, so every path of the net carries gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+def test_untrained_hypernet_is_the_ridge_rule():
+    env = _env()
+    inner = env.unwrapped
+    cap = _first_capture(env)
+    cands = inner.candidates
+    net = HyperNet(HyperNetConfig([c.name for c in cands], [c.shape for c in cands]))
+    for j in range(3):  # whitening statistics gathered: the net is still the identity
+        net.observe(j, cap.keys[j], cap.grads[j])
+    ridge = RidgeRule(log_lambda=0.0)
+    for j in range(3):
+        left, right = net.factors(j, cap.keys[j], cap.grads[j])
+        expected = ridge.update(j, cap.keys[j], cap.grads[j], cands[j].weight()).matrix()
+        torch.testing.assert_close(left @ right, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_decoupled_gradient_equals_direct_autograd():
+    """The net's gradient from <dW, dL/dW> equals backprop through W0 + s dW(net) on one step."""
+    env = _env(num_edits=1)
+    inner = env.unwrapped
+    cfg = RLEditConfig(eta=1e-2)
+    cands = inner.candidates
+    net = HyperNet(HyperNetConfig([c.name for c in cands], [c.shape for c in cands], rank=4))
+    net.train()
+    cap = _first_capture(env, seed=3)
+    for j in range(len(cands)):
+        net.observe(j, cap.keys[j], cap.grads[j])
+    net.freeze_statistics()
+    _perturb(net)
+    trainer = RLEditTrainer(env, net, cfg)
+
+    objective, _ = trainer.run_sequence(seed=3)
+    objective.backward()
+    decoupled = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+
+    # direct: the LM's weights become W0 + s * left @ right with the net's graph inside
+    inner.reset(seed=3)
+    stream = inner.stream
+    scale = inner.update_scales(np.ones(len(cands), bool), np.zeros(len(cands)))
+    prev = trainer.locality_reference(stream, 0)
+    cap = _first_capture(env, seed=3)
+    originals, l2 = [], torch.zeros(())
+    for j, c in enumerate(cands):
+        left, right = net.factors(j, cap.keys[j], cap.grads[j])
+        delta = float(scale[j]) * (left @ right)
+        l2 = l2 + (delta**2).sum()
+        originals.append(c.module.weight)
+        del c.module.weight
+        c.module.weight = originals[-1].detach() + (delta.t() if c.transposed else delta)
+    try:
+        loss, *_ = trainer.step_loss(stream, 0, prev)
+        (loss + cfg.eta * l2).backward()
+    finally:
+        for c, w in zip(cands, originals, strict=True):
+            del c.module.weight
+            c.module.weight = w
+    direct = [p.grad.clone() for p in net.parameters()]
+    assert sum(float(g.abs().sum()) for g in direct) > 0
+    for (name, _), a, b in zip(net.named_parameters(), decoupled, direct, strict=True):
+        rel = float((a - b).norm() / b.norm().clamp_min(1e-12))
+        assert rel < 1e-4, f"{name}: relative error {rel:.2e}"
+
+
+def test_short_training_lowers_the_sequence_loss():
+    env = _env(num_edits=6)
+    agent = RLEditAgent(env, RLEditConfig(learning_rate=3e-3, seed=0, rank=8))
+    trainer = RLEditTrainer(env, agent.net, agent.config)
+    seeds = [11, 12]
+
+    def held_loss() -> float:
+        agent.net.eval()
+        with torch.no_grad():
+            return float(np.mean([np.sum(trainer.run_sequence(s)[1].loss) for s in seeds]))
+
+    before = held_loss()
+    for _ in range(8):
+        trainer.train_step(seeds)
+    after = held_loss()
+    assert np.isfinite(after) and after < 0.9 * before, (before, after)
+
+
+def test_save_load_round_trip_gives_identical_edits(tmp_path):
+    env = _env()
+    agent = RLEditAgent(env, RLEditConfig(seed=1, rank=8))
+    agent.learn(2, progress_bar=False)
+    _perturb(agent.net, seed=2)  # make sure the round trip carries non-trivial values
+    path = agent.save(tmp_path / "ck")
+    loaded = RLEditAgent.load(path, env)
+    cap = _first_capture(env)
+    for j in range(len(agent.net.config.candidates)):
+        a = agent.net.factors(j, cap.keys[j], cap.grads[j])
+        b = loaded.net.factors(j, cap.keys[j], cap.grads[j])
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+    def edited_hash(net_path) -> str:
+        e = _env(editor=f"rledit:{net_path}")
+        e.reset(seed=5)
+        for _ in range(3):
+            e.step(all_candidates_action(e))
+        return weights_hash(e)
+
+    first = edited_hash(path)
+    loaded.save(tmp_path / "ck2")
+    assert edited_hash(tmp_path / "ck2") == first
+    assert loaded.sequences_trained == 2
+
+
+def test_statistics_are_frozen_at_evaluation(tmp_path):
+    env = _env()
+    agent = RLEditAgent(env, RLEditConfig(seed=0, rank=4))
+    agent.learn(1, progress_bar=False)
+    path = agent.save(tmp_path / "ck")
+    e = _env(editor=f"rledit:{path}")
+    stats_before = {k: v.clone() for k, v in e.unwrapped._rule.rule.net.state_dict().items()}
+    e.reset(seed=0)
+    e.step(all_candidates_action(e))
+    after = e.unwrapped._rule.rule.net.state_dict()
+    assert all(torch.equal(stats_before[k], after[k]) for k in stats_before)
+    assert float(next(iter(e.unwrapped._rule.rule.net.stats.values())).count.sum()) > 0
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    env = _env()
+    agent = RLEditAgent(env, RLEditConfig(rank=4))
+    path = agent.save(tmp_path / "ck")
+    with pytest.raises(CheckpointError, match="not an RLEdit checkpoint"):
+        load_hypernet(tmp_path / "missing")
+    weights = path / "hypernet.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        gym.make("LifelongEdit-Tiny-v0", editor=f"rledit:{path}")
+    with pytest.raises(ValueError, match="needs its checkpoint"):
+        gym.make("LifelongEdit-Tiny-v0", editor="rledit")
+    # a net trained for other candidates does not load into this env
+    other = RLEditAgent(_env(candidates=["model.layers.0.mlp.down_proj"]), RLEditConfig(rank=4))
+    other_path = other.save(tmp_path / "other")
+    with pytest.raises(CheckpointError, match="other candidate matrices"):
+        gym.make("LifelongEdit-Tiny-v0", editor=f"rledit:{other_path}")
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    env = _env()
+    agent = RLEditAgent(env, RLEditConfig(rank=4))
+    path = agent.save(tmp_path / "ck")
+    meta = json.loads((path / "hypernet.json").read_text())
+
+    def boom(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("agents.rledit.write_hypernet", boom)
+    with pytest.raises(KeyboardInterrupt):
+        agent.save(path)
+    assert json.loads((path / "hypernet.json").read_text()) == meta
+    load_hypernet(path)
+
+
+def test_cli_train_then_eval(tmp_path, capsys):
+    from edit_gym.cli import main
+
+    out = tmp_path / "rledit"
+    tb = tmp_path / "tb"
+    args = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--sequences", "2"]
+    args += ["--edits-per-sequence", "3", "--rank", "4", "--out", str(out), "--tensorboard", str(tb)]
+    assert main(args) == 0
+    assert (out / "hypernet.safetensors").is_file() and any(tb.iterdir())
+    result = tmp_path / "r.json"
+    args = ["eval", "--agent", "rledit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
+    assert main([*args, "--edits", "3", "--no-extended", "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert data["config"]["editor"] == f"rledit:{out}" and data["edits"] == 3
+    assert main(["eval", "--agent", "rledit", "--env", "LifelongEdit-Tiny-v0", "--edits", "3"]) == 2
+    assert "needs --checkpoint" in capsys.readouterr().err
