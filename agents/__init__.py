@@ -5,6 +5,7 @@ Every agent follows SB3's ``predict(obs, state=None, episode_start=None, determi
 """
 
 from agents.baselines import AllCandidatesAgent, FixedBlockAgent, RandomKAgent, TopKGradientAgent
+from agents.rledit import RLEditAgent, RLEditConfig
 
 BASELINES = {
     "all": AllCandidatesAgent,
@@ -13,4 +14,12 @@ BASELINES = {
     "topk-grad": TopKGradientAgent,
 }
 
-__all__ = ["BASELINES", "AllCandidatesAgent", "FixedBlockAgent", "RandomKAgent", "TopKGradientAgent"]
+__all__ = [
+    "BASELINES",
+    "AllCandidatesAgent",
+    "FixedBlockAgent",
+    "RandomKAgent",
+    "RLEditAgent",
+    "RLEditConfig",
+    "TopKGradientAgent",
+]

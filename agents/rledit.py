@@ -61,7 +61,8 @@ class RLEditConfig:
     c_loc: float = 0.6  # weight of the locality KL
     eta: float = 1e-4  # weight of the L2 penalty on each applied update
     discount: float = 1.0  # how much an update is charged with later steps' losses
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-4  # the net's blocks
+    scalar_learning_rate: float = 1e-2  # per-matrix log step size and log ridge strength
     max_grad_norm: float = 1.0
     sequences_per_update: int = 1
     paraphrases_per_request: int = 2  # rephrasings scored per window request (prompt itself if none)
@@ -77,7 +78,7 @@ class RLEditConfig:
             "c_loc >= 0": self.c_loc >= 0,
             "eta >= 0": self.eta >= 0,
             "0 <= discount <= 1": 0 <= self.discount <= 1,
-            "learning_rate > 0": self.learning_rate > 0,
+            "learning_rate > 0": self.learning_rate > 0 and self.scalar_learning_rate > 0,
             "sequences_per_update >= 1": self.sequences_per_update >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -123,7 +124,14 @@ class RLEditTrainer:
         self.env = env.unwrapped
         self.net = net
         self.config = config
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+        scalars = [net.log_step, net.log_lambda]
+        blocks = [p for p in net.parameters() if all(p is not s for s in scalars)]
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": blocks, "lr": config.learning_rate},
+                {"params": scalars, "lr": config.scalar_learning_rate},
+            ]
+        )
 
     # ------------------------------------------------------------- one step of a sequence
     def window_pairs(self, stream, t: int):

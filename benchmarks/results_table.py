@@ -70,26 +70,27 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
         "- every candidate is edited at coefficient 0 unless the agent selects fewer; step sizes are the "
         "backbone defaults (`benchmarks/calibrate_step.py`).",
         "",
-        "| model | data | edits | rule | agent | eff | gen | spec | new>true | ret@10 | imm. eff | fluency | ppl | "
+        "| model | data | edits | rule | agent | seed | eff | gen | spec | new>true | ret@10 | imm. eff | fluency | ppl | "
         "touched | s/edit | cost end/10 | fault |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen_before = set()
-    for run in runs:
+    order = sorted(runs, key=lambda r: (r["config"]["model"], r["data"], r["config"]["num_edits"], r["seed"]))
+    for run in order:
         cfg, fin = run["config"], run["final"]
-        key = (cfg["model"], run["data"], cfg["num_edits"])
+        key = (cfg["model"], run["data"], cfg["num_edits"], run["seed"])
         if key not in seen_before:
             seen_before.add(key)
             b = run["before"]
             lines.append(
-                f"| {cfg['model']} | {run['data']} | {cfg['num_edits']} | before | - | "
+                f"| {cfg['model']} | {run['data']} | {cfg['num_edits']} | before | - | {run['seed']} | "
                 + " | ".join(f"{100 * b[m]:.1f}" if m in b else "-" for m in METRICS)
                 + f" | - | {b.get('fluency', float('nan')):.2f} | {b.get('perplexity', float('nan')):.2f} | - | - | - | - |"
             )
         growth = cost_growth(run)
         edits = f"{run['edits']} of {cfg['num_edits']}" if run["edits"] != cfg["num_edits"] else run["edits"]
         lines.append(
-            f"| {cfg['model']} | {run['data']} | {edits} | {cfg['editor']} | {run['agent']} | "
+            f"| {cfg['model']} | {run['data']} | {edits} | {cfg['editor']} | {run['agent']} | {run['seed']} | "
             + " | ".join(f"{100 * fin[m]:.1f}" if m in fin else "-" for m in METRICS)
             + f" | {100 * run['immediate']['efficacy']:.1f} | {fin.get('fluency', float('nan')):.2f} | "
             f"{fin.get('perplexity', float('nan')):.2f} | {100 * run['touched_fraction']:.0f}% | "
