@@ -28,6 +28,16 @@ def test_builtin_fact_set():
     assert builtin_requests() == reqs  # deterministic
 
 
+def test_builtin_train_test_split_is_disjoint_by_subject():
+    everything = builtin_requests("facts")
+    train, test = load_requests("facts-train"), load_requests("facts-test")
+    assert len(train) + len(test) == len(everything)
+    assert 0.2 < len(test) / len(everything) < 0.4
+    subjects = lambda reqs: {r.uid.split(":", 1)[1] for r in reqs}  # noqa: E731
+    assert not subjects(train) & subjects(test)
+    assert set(train) | set(test) == set(everything)  # same requests (same targets) as in "facts"
+
+
 def test_knowedit_and_rome_files(shared_data):
     test = load_requests(str(shared_data / "knowedit_counterfact_test.json"))
     train = load_requests(str(shared_data / "knowedit_counterfact_train.json"))

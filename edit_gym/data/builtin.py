@@ -10,6 +10,7 @@ objects. Everything is derived with a fixed seed, so the set is identical on eve
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
@@ -18,7 +19,8 @@ import numpy as np
 
 from edit_gym.data.request import EditRequest, Probe
 
-BUILTIN_DATASETS = ("facts",)
+BUILTIN_DATASETS = ("facts", "facts-train", "facts-test")
+TEST_FRACTION = 0.3  # of subjects, for the facts-train / facts-test split
 NEIGHBOURS_PER_REQUEST = 3
 _SEED = 20260
 
@@ -44,8 +46,18 @@ def fill(template: str, subject: str) -> tuple[str, str]:
     return template.replace("{}", subject, 1), subject
 
 
+def split_of(subject: str) -> str:
+    """``"test"`` or ``"train"``: a fixed split by subject (a hash), so no subject is in both."""
+    digest = hashlib.sha256(subject.encode("utf-8")).digest()
+    return "test" if digest[0] < TEST_FRACTION * 256 else "train"
+
+
 def builtin_requests(name: str = "facts") -> list[EditRequest]:
-    """All requests of a built-in dataset, in a fixed order."""
+    """All requests of a built-in dataset, in a fixed order.
+
+    ``facts`` is every fact; ``facts-train`` and ``facts-test`` split it by subject (about 70 / 30),
+    for training learned editors on one part and evaluating them on the other.
+    """
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"unknown built-in dataset {name!r} (known: {', '.join(BUILTIN_DATASETS)})")
     relations, rows = load_fact_table()
@@ -76,6 +88,8 @@ def builtin_requests(name: str = "facts") -> list[EditRequest]:
                 uid=f"{relation}:{subject}",
             )
         )
+    if name != "facts":
+        requests = [r for r in requests if split_of(r.uid.split(":", 1)[1]) == name.split("-", 1)[1]]
     return requests
 
 
