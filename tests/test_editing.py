@@ -147,6 +147,25 @@ def test_alphaedit_leaves_preserved_keys_unchanged():
     assert float((keys @ later.T).abs().max()) < 1e-5 and float((preserved @ later.T).abs().max()) < 1e-5
 
 
+def test_alphaedit_closed_form_reaches_targets_in_the_null_space():
+    from edit_gym.editing.rules import AlphaEditWrapper, Editor, desired_change
+
+    torch.manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(16, 16))[0]
+    preserved = torch.randn(300, 6) @ basis[:, :6].T
+    cov = preserved.T @ preserved / 300
+    weight = torch.randn(4, 16)
+    ctx = _context(weight, cov)
+    keys, grads = torch.randn(3, 16), torch.randn(3, 4)
+    d = desired_change(keys, grads, 1.0)
+    dw = AlphaEditWrapper(ctx).solve(0, keys, d, log_lambda=-20.0).matrix()
+    torch.testing.assert_close(keys @ dw.T, d, rtol=1e-3, atol=1e-3)  # each key gets its change
+    assert float((preserved @ dw.T).abs().max()) < 1e-4  # and ordinary text none
+    memit = Editor("memit+alphaedit", ctx).update(0, keys, grads, weight).matrix()
+    ridge = Editor("ridge+alphaedit", ctx).update(0, keys, grads, weight).matrix()
+    torch.testing.assert_close(memit, ridge)  # P takes C0's place
+
+
 def test_rect_keeps_the_largest_relative_entries():
     from edit_gym.editing.rules import RectWrapper, Update
 

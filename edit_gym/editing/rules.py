@@ -14,7 +14,7 @@ Wrappers (``"memit+alphaedit"``, ``"ridge+rect+prune"``) act after the rule:
 
 | name        | effect                                                                                  |
 |-------------|-----------------------------------------------------------------------------------------|
-| `alphaedit` | dW <- dW P: P projects out the span of preserved keys (C0's principal directions and every key edited earlier in the episode) |
+| `alphaedit` | P projects out the span of preserved keys (C0's principal directions and every key edited earlier in the episode); least-squares rules are re-solved on the projected keys (AlphaEdit's closed form, P in place of C0), others give dW <- dW P |
 | `rect`      | keep the top `rect_keep` fraction of entries by |dW| / |W0| (the rest set to 0)         |
 | `prune`     | after applying: singular values of the accumulated W - W0 above sigma_max(W0) shrink to sigma_max(W0) + ln(sigma / sigma_max(W0)) |
 
@@ -168,6 +168,20 @@ class AlphaEditWrapper:
             return Update(dense=self._project(j, update.dense))
         return Update(update.left, self._project(j, update.right))
 
+    def solve(self, j: int, keys: torch.Tensor, desired: torch.Tensor, log_lambda: float) -> Update:
+        """AlphaEdit's closed form, for the least-squares rules (``ridge``, ``memit``).
+
+        min ||(dW P) K^T - D^T||^2 + e^lam ||dW P||^2 gives dW P = D^T K P (K^T K P + e^lam I)^-1, or by
+        the push-through identity D^T (K P K^T + e^lam I)^-1 K P: a ridge solve on the projected keys.
+        The projection takes over the role of MEMIT's C0 (that is the method: projecting a solve that
+        already weighs by C0^-1 would amplify exactly the directions P keeps), so ``memit+alphaedit``
+        and ``ridge+alphaedit`` are the same rule.
+        """
+        projected = self._project(j, keys)  # K P
+        gram = projected @ keys.T
+        gram.diagonal().add_(math.exp(log_lambda))
+        return Update(torch.linalg.solve(gram, desired).T, projected)
+
     def record(self, j: int, keys: torch.Tensor) -> None:
         """Add the edit's keys (projected into the null space) to the preserved basis."""
         new = self._project(j, keys)
@@ -253,6 +267,7 @@ class Editor:
                 f"unknown or repeated editor wrapper(s) {bad or parts[1:]} in {spec!r} (rules: {known})"
             )
         self.spec = spec
+        self.log_lambda = float(params.get("log_lambda", 0.0))
         base = parts[0]
         if learned:
             from edit_gym.editing.hypernet import LearnedRule
@@ -274,9 +289,15 @@ class Editor:
                 self.wrappers.append(PruneWrapper(context))
 
     def update(self, j: int, keys: torch.Tensor, grads: torch.Tensor, weight: torch.Tensor) -> Update:
-        update = self.rule.update(j, keys, grads, weight)
+        alpha = next((w for w in self.wrappers if isinstance(w, AlphaEditWrapper)), None)
+        if alpha is not None and isinstance(self.rule, RidgeRule | CovarianceRule):
+            update = alpha.solve(j, keys, desired_change(keys, grads, self.rule.step_size), self.log_lambda)
+        else:
+            update = self.rule.update(j, keys, grads, weight)
+            if alpha is not None:  # gradient, learned rules: the projection of the rule's own update
+                update = alpha.transform(j, update)
         for w in self.wrappers:
-            if hasattr(w, "transform"):
+            if hasattr(w, "transform") and w is not alpha:
                 update = w.transform(j, update)
         return update
 
