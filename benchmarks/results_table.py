@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from agents import BASELINES
 from edit_gym.cache import atomic_write_text
@@ -100,6 +101,20 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def save_run(json_path: Path, markdown: Path, result: dict) -> None:
+    """Merge one run into the JSON (replacing the same config, agent and seed) and re-render.
+
+    Read-merge-write under a file lock, so several sweeps may run at once without losing runs.
+    """
+    with FileLock(str(json_path) + ".lock"):
+        runs = json.loads(json_path.read_text()) if json_path.exists() else []
+        same = (result["config"], result["agent"], result["seed"])
+        runs = [r for r in runs if (r["config"], r["agent"], r["seed"]) != same]
+        runs.append(result)
+        atomic_write_text(json_path, json.dumps(runs, indent=1))
+        write_markdown(runs, markdown, result["command"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -117,12 +132,13 @@ def main() -> None:
     args = parser.parse_args()
     command = "python benchmarks/results_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path = Path(args.json)
-    runs = [] if args.fresh or not json_path.exists() else json.loads(json_path.read_text())
     if args.render_only:
-        write_markdown(
-            runs, Path(args.markdown), json.loads(json_path.read_text())[-1].get("command", command)
-        )
+        runs = json.loads(json_path.read_text())
+        write_markdown(runs, Path(args.markdown), runs[-1].get("command", command))
         return
+    if args.fresh:
+        with FileLock(str(json_path) + ".lock"):
+            atomic_write_text(json_path, "[]")
     for source in args.datasets:
         known_only = source == "facts"
         available = len(
@@ -151,14 +167,8 @@ def main() -> None:
                     result.update(
                         agent=agent_name, data=_dataset_name(source), wall_seconds=time.perf_counter() - start
                     )
-                    runs = [
-                        r
-                        for r in runs
-                        if (r["config"], r["agent"], r["seed"]) != (result["config"], agent_name, args.seed)
-                    ]
-                    runs.append(result)
-                    atomic_write_text(json_path, json.dumps(runs, indent=1))
-                    write_markdown(runs, Path(args.markdown), command)
+                    result["command"] = command
+                    save_run(json_path, Path(args.markdown), result)
                     fin = result["final"]
                     print(
                         f"{result['data']} {edits} {rule} {agent_name}: eff {fin['efficacy']:.3f} "
