@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-REWARD_MODES = ("edit",)
+REWARD_MODES = ("edit", "advantage")
 
 
 @dataclass
@@ -48,7 +48,9 @@ class EnvConfig:
     spread: bool = True
     """Divide each update by the number of selected candidates (MEMIT-style spreading)."""
     reward: str = "edit"
-    """Reward mode; ``edit`` = -(edit loss after) - w_loc * KL - w_sparse * touched / L."""
+    """Reward mode. ``edit``: r = -(edit loss after) - w_loc * KL - w_sparse * touched / L.
+    ``advantage`` (HiEdit): r(mask) - r(all candidates) for the same request and update rule, minus
+    w_sparse * touched / L; the all-candidates outcome is computed on the side and rolled back."""
     w_loc: float = 1.0
     """Weight of the KL(pre-edit || edited) locality penalty on neighbourhood prompts."""
     w_sparse: float = 0.1

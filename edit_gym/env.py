@@ -337,6 +337,9 @@ class LifelongEditEnv(gym.Env):
             for j in selected:
                 updates[j] = self._rule.update(j, cap.keys[j], cap.grads[j], self.candidates[j].weight())
         fault = ""
+        all_metrics = None
+        if self.cfg.reward == "advantage":
+            all_metrics = self._all_candidates_outcome(coef, updates)
         if any(not u.is_finite() for u in updates.values()):
             fault = "non-finite update (not applied)"
         else:
@@ -362,7 +365,19 @@ class LifelongEditEnv(gym.Env):
             "reward_locality": -self.cfg.w_loc * metrics["kl"],
             "reward_sparsity": -self.cfg.w_sparse * touched,
         }
-        reward = float(sum(terms.values())) if not fault else -float(self.cfg.max_loss)
+        if all_metrics is not None:
+            own = terms["reward_edit"] + terms["reward_locality"]
+            everyone = -all_metrics["edit_loss_after"] - self.cfg.w_loc * all_metrics["kl"]
+            terms = {
+                **terms,
+                "reward_all_candidates": everyone,
+                "reward_advantage": own - everyone,
+            }
+            reward = terms["reward_advantage"] + terms["reward_sparsity"]
+        else:
+            reward = float(sum(terms.values()))
+        if fault:
+            reward = -float(self.cfg.max_loss)
         self._t += 1
         terminated = self._t >= self.num_steps or bool(fault)
         info: dict[str, Any] = {
@@ -383,6 +398,39 @@ class LifelongEditEnv(gym.Env):
             self._cap = self._capture(self._t)
         self._last = {"reward": reward, "mask": mask, "coef": coef, "scales": scales, **info}
         return self._observation(), reward, terminated, False, info
+
+    def _all_candidates_outcome(self, coef: np.ndarray, updates: dict) -> dict[str, float]:
+        """Post-edit metrics had every candidate been edited (same request, rule and coefficients).
+
+        Applied to the live weights, scored, and rolled back bit-exactly before the real action is
+        applied; wrappers that remember edits (AlphaEdit) are not told. A non-finite or exploding
+        outcome scores as max_loss.
+        """
+        n = self.num_candidates
+        everyone = np.arange(n)
+        scales = self._scales(np.ones(n, dtype=bool), coef)
+        cap = self._cap
+        with torch.no_grad():
+            full = {
+                j: updates[j]
+                if j in updates
+                else self._rule.update(j, cap.keys[j], cap.grads[j], self.candidates[j].weight())
+                for j in everyone
+            }
+        if any(not u.is_finite() for u in full.values()):
+            return {"edit_loss_after": float(self.cfg.max_loss), "kl": 0.0}
+        self._state.backup(everyone)
+        try:
+            for j, update in full.items():
+                update.apply_(self.candidates[j], float(scales[j]))
+                self._rule.restrain(j)
+            metrics = self._post_edit_metrics()
+        finally:
+            self._state.roll_back(everyone)
+        loss = metrics["edit_loss_after"]
+        if not np.isfinite(loss) or loss > self.cfg.max_loss:
+            metrics = {**metrics, "edit_loss_after": float(self.cfg.max_loss)}
+        return metrics
 
     def _post_edit_metrics(self) -> dict[str, float]:
         """One forward over the edit prompts and their neighbourhood, on the current weights."""
