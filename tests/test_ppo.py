@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.ppo import Args, PPOAgent, Policy, train
+from agents.ppo import Args, Policy, PPOAgent, train
 from tests.conftest import weights_hash
 
 
