@@ -317,22 +317,24 @@ def train(
     return policy, ep_returns
 
 
-def save_policy(policy: Policy, path: str | Path, args: Args) -> Path:
-    """Policy weights (safetensors) + the args and observation layout (JSON), written atomically."""
+def write_policy(policy: Policy, folder: Path, args: Args) -> None:
+    """Policy weights (safetensors: tensors only) and the args (JSON) into ``folder``."""
     import json
 
     from safetensors.torch import save_file
 
+    save_file(
+        {k: v.contiguous() for k, v in policy.state_dict().items()}, str(Path(folder) / "policy.safetensors")
+    )
+    meta = {"format": "edit-gym-ppo-policy", "version": 1, "args": asdict(args)}
+    (Path(folder) / "policy.json").write_text(json.dumps(meta, indent=1))
+
+
+def save_policy(policy: Policy, path: str | Path, args: Args) -> Path:
+    """Write the policy folder atomically (the previous one survives an interruption)."""
     from edit_gym.cache import atomic_write_folder
 
-    def build(tmp: Path) -> None:
-        save_file(
-            {k: v.contiguous() for k, v in policy.state_dict().items()}, str(tmp / "policy.safetensors")
-        )
-        meta = {"format": "edit-gym-ppo-policy", "version": 1, "args": asdict(args)}
-        (tmp / "policy.json").write_text(json.dumps(meta, indent=1))
-
-    atomic_write_folder(Path(path), build)
+    atomic_write_folder(Path(path), lambda tmp: write_policy(policy, tmp, args))
     return Path(path)
 
 

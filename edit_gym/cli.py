@@ -4,6 +4,7 @@ edit-gym envs
 edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--seed S] --out DIR
+edit-gym train hiedit --trainer ppo|sb3 --low-level DIR --env ID [--timesteps N] --out DIR2
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ def resolve_agent(spec: str, env, checkpoint: str | None = None):
 
     if spec in BASELINES:
         return BASELINES[spec](env)
+    if spec == "hiedit":
+        from agents.hiedit import HiEditAgent
+
+        if not checkpoint:
+            raise ValueError("--agent hiedit needs --checkpoint DIR (from `edit-gym train hiedit --out DIR`)")
+        return HiEditAgent.load(checkpoint, env=env)
     if spec == "rledit":
         from agents.rledit import RLEditAgent
 
@@ -105,7 +112,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
     if args.dataset:
         kwargs["dataset"] = args.dataset
-    if args.agent == "rledit":
+    if args.agent == "hiedit":
+        from agents.hiedit import HiEditAgent
+
+        if not args.checkpoint:
+            raise ValueError("--agent hiedit needs --checkpoint DIR (from `edit-gym train hiedit --out DIR`)")
+        meta = HiEditAgent.read_meta(args.checkpoint)
+        kwargs.update(editor=meta["editor"], action_type=meta["action_type"])
+        if args.editor:
+            raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
+    elif args.agent == "rledit":
         if not args.checkpoint:
             raise ValueError("--agent rledit needs --checkpoint DIR (from `edit-gym train rledit --out DIR`)")
         # the learned rule is the editor; --editor may add wrappers, e.g. --editor alphaedit
@@ -115,11 +131,39 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return _run(args, kwargs)
 
 
+def _train_hiedit(args: argparse.Namespace) -> int:
+    import edit_gym  # noqa: F401  registers the ids
+    from agents.hiedit import HiEditAgent, make_training_env
+
+    if not args.low_level:
+        raise ValueError(
+            "train hiedit needs --low-level (an RLEdit checkpoint folder, or a rule such as ridge)"
+        )
+    if args.timesteps < 1:
+        raise ValueError("--timesteps must be a positive integer")
+    kwargs = {"num_edits": args.edits_per_sequence}
+    if args.dataset:
+        kwargs["dataset"] = args.dataset
+    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    env = make_training_env(args.env, args.low_level, args.trainer, **kwargs)
+    extra = {"seed": args.seed} if args.trainer == "sb3" else {"seed": args.seed, "learning_rate": 3e-3}
+    agent = HiEditAgent(env, args.trainer, **extra)
+    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=args.trainer == "sb3")
+    agent.save(args.out)
+    print(f"wrote {args.out}; evaluate it with")
+    print(f"  edit-gym eval --agent hiedit --checkpoint {args.out} --env {args.env} --edits N")
+    env.close()
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
     from agents.rledit import RLEditAgent, RLEditConfig
+
+    if args.agent == "hiedit":
+        return _train_hiedit(args)
 
     if args.sequences < 1 or args.edits_per_sequence < 1:
         raise ValueError("--sequences and --edits-per-sequence must be positive integers")
@@ -186,7 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
     ev.set_defaults(func=_cmd_eval)
     tr = sub.add_parser("train", help="train a learned editor (rledit) and write a checkpoint folder")
-    tr.add_argument("agent", choices=("rledit",), help="what to train")
+    tr.add_argument("agent", choices=("rledit", "hiedit"), help="what to train")
+    tr.add_argument(
+        "--trainer", default="ppo", choices=("ppo", "sb3"), help="hiedit: RL trainer (default: %(default)s)"
+    )
+    tr.add_argument(
+        "--low-level", help="hiedit: the low-level rule, an RLEdit checkpoint folder or a rule name"
+    )
+    tr.add_argument(
+        "--timesteps", type=int, default=1024, help="hiedit: env steps to train (default: %(default)s)"
+    )
     tr.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
     tr.add_argument("--dataset", help="training data: built-in name, local JSON file, or datasets source")
     tr.add_argument("--sequences", type=int, default=50, help="training sequences (default: %(default)s)")

@@ -1,0 +1,192 @@
+"""HiEdit (arXiv 2604.11214): a high-level policy chooses which candidates each edit writes to.
+
+The low level is the env's update rule (usually a trained RLEdit hypernet, ``editor="rledit:DIR"``);
+the high level is a policy over the per-layer statistics and the request embedding, trained as real
+RL on the env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse * touched), two ways:
+
+* ``trainer="ppo"``: the single-file PPO of :mod:`agents.ppo` on the native Dict action (Bernoulli
+  mask, Gaussian coefficients), with its per-layer shared encoder;
+* ``trainer="sb3"``: Stable-Baselines3 PPO on the ``mask`` action (MultiBinary), with
+  :class:`LayerStatsExtractor` (the same per-layer shared encoder, as an SB3 features extractor).
+
+A checkpoint folder holds ``hiedit.json`` (trainer, the low-level editor, the action type) and the
+policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for ``sb3``).
+``edit-gym eval --agent hiedit --checkpoint DIR`` rebuilds the env with the same editor and action type.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from edit_gym.cache import atomic_write_folder
+
+TRAINERS = ("ppo", "sb3")
+ACTION_TYPE = {"ppo": "dict", "sb3": "mask"}
+META_FILE = "hiedit.json"
+
+
+def _sb3_extractor_base():
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    return BaseFeaturesExtractor
+
+
+class LayerStatsExtractor(_sb3_extractor_base()):
+    """SB3 features extractor: one MLP shared by every candidate row, with request/progress context.
+
+    Output: the L per-layer feature vectors, flattened (L * hidden), so the policy's action head can
+    score each layer from its own features.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 32) -> None:
+        stats = observation_space["layer_stats"]
+        num_layers, num_stats = stats.shape
+        super().__init__(observation_space, features_dim=num_layers * hidden)
+        self.register_buffer("low", torch.as_tensor(stats.low, dtype=torch.float32))
+        self.register_buffer(
+            "span", torch.as_tensor(stats.high - stats.low, dtype=torch.float32).clamp_min(1e-6)
+        )
+        prog = observation_space["progress"]
+        self.register_buffer("prog_high", torch.as_tensor(prog.high, dtype=torch.float32).clamp_min(1e-6))
+        self.context = nn.Sequential(
+            nn.Linear(observation_space["request"].shape[0] + prog.shape[0], hidden), nn.Tanh()
+        )
+        self.position = nn.Parameter(torch.zeros(num_layers, hidden))
+        self.encoder = nn.Sequential(
+            nn.Linear(num_stats + hidden, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
+        )
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        stats = 2 * (obs["layer_stats"] - self.low) / self.span - 1
+        ctx = self.context(torch.cat([obs["request"], obs["progress"] / self.prog_high], dim=-1))
+        h = self.encoder(
+            torch.cat([stats, (ctx[:, None, :] + self.position[None]).expand(-1, stats.shape[1], -1)], -1)
+        )
+        return h.flatten(1)
+
+
+def make_training_env(env_id: str, low_level: str, trainer: str, **kwargs: Any) -> gym.Env:
+    """The env HiEdit trains on: the low-level rule as ``editor``, the advantage reward."""
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown HiEdit trainer {trainer!r} (known: {', '.join(TRAINERS)})")
+    return gym.make(
+        env_id,
+        editor=editor_spec(low_level),
+        reward="advantage",
+        action_type=ACTION_TYPE[trainer],
+        **{"final_eval": False, **kwargs},
+    )
+
+
+def editor_spec(low_level: str) -> str:
+    """A checkpoint folder becomes ``rledit:DIR``; a rule spec (``ridge``, ``rledit:DIR``) stays."""
+    if Path(low_level).is_dir():
+        return f"rledit:{low_level}"
+    return low_level
+
+
+class HiEditAgent:
+    """The high-level selector; ``predict`` returns the env's action (mask, and coefficients for ppo)."""
+
+    def __init__(self, env: Any, trainer: str = "ppo", model: Any = None, **trainer_kwargs: Any) -> None:
+        if trainer not in TRAINERS:
+            raise ValueError(f"unknown HiEdit trainer {trainer!r} (known: {', '.join(TRAINERS)})")
+        inner = env.unwrapped
+        if inner.cfg.action_type != ACTION_TYPE[trainer]:
+            raise ValueError(
+                f"the {trainer} trainer needs action_type={ACTION_TYPE[trainer]!r}, the env has "
+                f"{inner.cfg.action_type!r} (use agents.hiedit.make_training_env)"
+            )
+        self.env, self.trainer = env, trainer
+        self.editor = inner.cfg.editor
+        if model is None:
+            if trainer == "ppo":
+                from agents.ppo import Args, PPOAgent
+
+                known = {k: v for k, v in trainer_kwargs.items() if k in Args.__dataclass_fields__}
+                model = PPOAgent(env, Args(env_id=_env_id(env), env_kwargs=_env_kwargs(env), **known))
+            else:
+                from stable_baselines3 import PPO
+
+                policy_kwargs = {"features_extractor_class": LayerStatsExtractor}
+                # edit streams are short and steps are costly: small rollouts by default
+                settings = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "gamma": 0.95, **trainer_kwargs}
+                model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs, verbose=0, **settings)
+        self.model = model
+
+    def learn(
+        self, total_timesteps: int, tb_log_dir: str | None = None, progress_bar: bool = False
+    ) -> HiEditAgent:
+        if self.trainer == "ppo":
+            self.model.args.tb_dir = tb_log_dir
+            self.model.learn(total_timesteps)
+        else:
+            if tb_log_dir:
+                from stable_baselines3.common.logger import configure
+
+                self.model.set_logger(configure(tb_log_dir, ["tensorboard"]))
+            self.model.learn(total_timesteps, progress_bar=progress_bar)
+        return self
+
+    def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
+        return self.model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+
+    def save(self, path: str | Path) -> Path:
+        meta = {
+            "agent": "hiedit",
+            "trainer": self.trainer,
+            "editor": self.editor,
+            "action_type": ACTION_TYPE[self.trainer],
+        }
+
+        def build(tmp: Path) -> None:
+            if self.trainer == "ppo":
+                from agents.ppo import write_policy
+
+                write_policy(self.model.policy, tmp, self.model.args)
+            else:
+                self.model.save(tmp / "model.zip")
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+
+        atomic_write_folder(Path(path), build)
+        return Path(path)
+
+    @staticmethod
+    def read_meta(path: str | Path) -> dict:
+        meta_path = Path(path) / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a HiEdit checkpoint folder ({err})") from None
+        if meta.get("agent") != "hiedit" or meta.get("trainer") not in TRAINERS:
+            raise ValueError(f"{meta_path} is not a HiEdit checkpoint")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path, env: Any) -> HiEditAgent:
+        meta = cls.read_meta(path)
+        if meta["trainer"] == "ppo":
+            from agents.ppo import PPOAgent
+
+            model = PPOAgent.load(path, env)
+        else:
+            from stable_baselines3 import PPO
+
+            model = PPO.load(Path(path) / "model.zip", device="cpu")
+        return cls(env, meta["trainer"], model=model)
+
+
+def _env_id(env: Any) -> str:
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None else "LifelongEdit-Tiny-v0"
+
+
+def _env_kwargs(env: Any) -> dict:
+    spec = getattr(env, "spec", None)
+    return dict(spec.kwargs) if spec is not None else {}

@@ -1,0 +1,57 @@
+"""HiEdit: the high-level selector trained with the custom PPO and with SB3, saved, evaluated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.hiedit import HiEditAgent, LayerStatsExtractor, make_training_env
+from agents.rledit import RLEditAgent, RLEditConfig
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sb3"])
+def test_train_save_load_predict(trainer, tmp_path):
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", trainer, num_edits=4)
+    agent = HiEditAgent(env, trainer, seed=0)
+    agent.learn(64)
+    path = agent.save(tmp_path / trainer)
+    loaded = HiEditAgent.load(path, env)
+    obs, _ = env.reset(seed=3)
+    a, _ = agent.predict(obs)
+    b, _ = loaded.predict(obs)
+    if trainer == "ppo":
+        assert np.array_equal(a["mask"], b["mask"]) and np.array_equal(a["coef"], b["coef"])
+    else:
+        assert np.array_equal(a, b)
+    _, reward, _, _, info = env.step(a)
+    assert np.isfinite(reward) and "reward_advantage" in info
+
+
+def test_extractor_shares_weights_across_layers():
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "sb3", num_edits=2)
+    ext = LayerStatsExtractor(env.observation_space, hidden=8)
+    obs, _ = env.reset(seed=0)
+    import torch
+
+    batch = {k: torch.as_tensor(v)[None] for k, v in obs.items()}
+    out = ext(batch)
+    assert out.shape == (1, env.unwrapped.num_candidates * 8) and torch.isfinite(out).all()
+
+
+def test_cli_train_hiedit_on_an_rledit_low_level_then_eval(tmp_path):
+    from edit_gym.cli import main
+    from tests.test_rledit import _env
+
+    low = RLEditAgent(_env(), RLEditConfig(rank=4)).save(tmp_path / "low")
+    out = tmp_path / "hi"
+    args = ["train", "hiedit", "--trainer", "ppo", "--low-level", str(low), "--env", "LifelongEdit-Tiny-v0"]
+    assert main([*args, "--timesteps", "32", "--edits-per-sequence", "4", "--out", str(out)]) == 0
+    meta = json.loads((out / "hiedit.json").read_text())
+    assert meta["editor"] == f"rledit:{low}" and meta["trainer"] == "ppo"
+    result = tmp_path / "r.json"
+    args = ["eval", "--agent", "hiedit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
+    assert main([*args, "--edits", "3", "--no-extended", "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert data["config"]["editor"] == f"rledit:{low}" and data["edits"] == 3
