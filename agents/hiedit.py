@@ -7,7 +7,10 @@ RL on the env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse *
 * ``trainer="ppo"``: the single-file PPO of :mod:`agents.ppo` on the native Dict action (Bernoulli
   mask, Gaussian coefficients), with its per-layer shared encoder;
 * ``trainer="sb3"``: Stable-Baselines3 PPO on the ``mask`` action (MultiBinary), with
-  :class:`LayerStatsExtractor` (the same per-layer shared encoder, as an SB3 features extractor).
+  :class:`LayerStatsExtractor` (the same per-layer shared encoder, as an SB3 features extractor);
+* ``trainer="straight-through"``: the published code's mode, for comparison: the selector's scores
+  pick the top K candidates, and the gradient of the post-edit loss reaches the scores through a
+  straight-through estimator, dL/dm_j = s_j <dL/dW_j, dW_j> (:class:`StraightThroughSelector`).
 
 A checkpoint folder holds ``hiedit.json`` (trainer, the low-level editor, the action type) and the
 policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for ``sb3``).
@@ -26,8 +29,8 @@ from torch import nn
 
 from edit_gym.cache import atomic_write_folder
 
-TRAINERS = ("ppo", "sb3")
-ACTION_TYPE = {"ppo": "dict", "sb3": "mask"}
+TRAINERS = ("ppo", "sb3", "straight-through")
+ACTION_TYPE = {"ppo": "dict", "sb3": "mask", "straight-through": "dict"}
 META_FILE = "hiedit.json"
 
 
@@ -111,6 +114,8 @@ class HiEditAgent:
 
                 known = {k: v for k, v in trainer_kwargs.items() if k in Args.__dataclass_fields__}
                 model = PPOAgent(env, Args(env_id=_env_id(env), env_kwargs=_env_kwargs(env), **known))
+            elif trainer == "straight-through":
+                model = StraightThroughSelector(env, **trainer_kwargs)
             else:
                 from stable_baselines3 import PPO
 
@@ -126,6 +131,8 @@ class HiEditAgent:
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
             self.model.learn(total_timesteps)
+        elif self.trainer == "straight-through":
+            self.model.learn(total_timesteps, tb_log_dir=tb_log_dir)
         else:
             if tb_log_dir:
                 from stable_baselines3.common.logger import configure
@@ -146,10 +153,11 @@ class HiEditAgent:
         }
 
         def build(tmp: Path) -> None:
-            if self.trainer == "ppo":
+            if self.trainer in ("ppo", "straight-through"):
                 from agents.ppo import write_policy
 
                 write_policy(self.model.policy, tmp, self.model.args)
+                meta["budget"] = getattr(self.model, "budget", None)
             else:
                 self.model.save(tmp / "model.zip")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -175,11 +183,149 @@ class HiEditAgent:
             from agents.ppo import PPOAgent
 
             model = PPOAgent.load(path, env)
+        elif meta["trainer"] == "straight-through":
+            from agents.ppo import load_policy
+
+            policy, args = load_policy(path, env.observation_space)
+            model = StraightThroughSelector(env, budget=meta["budget"], policy=policy, args=args)
         else:
             from stable_baselines3 import PPO
 
             model = PPO.load(Path(path) / "model.zip", device="cpu")
         return cls(env, meta["trainer"], model=model)
+
+
+class StraightThroughSelector:
+    """HiEdit's published selector training: top-K scores, straight-through gradient of the edit loss.
+
+    Each step: scores s = f(obs) (the :class:`agents.ppo.Policy` mask logits), hard mask = top
+    ``budget`` scores; the env applies the low-level update of the chosen candidates. The post-edit
+    loss L (answer cross-entropy of the request's prompt and paraphrases) is differentiated with
+    respect to the candidate weights, and since W_j = W_j + m_j s_j dW_j, dL/dm_j = s_j <dL/dW_j, dW_j>.
+    The straight-through mask m = hard + sigmoid(s) - sigmoid(s).detach() carries that gradient to
+    the scores. (Spreading makes s_j depend on the mask size; that dependence is ignored, as in the
+    published code.) Coefficients are 0.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        budget: int | None = None,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+        policy=None,
+        args=None,
+    ) -> None:
+        from agents.ppo import Args, Policy
+
+        inner = env.unwrapped
+        self.env = env
+        n = inner.num_candidates
+        self.budget = int(budget) if budget is not None else max(1, n // 2)
+        if not 1 <= self.budget <= n:
+            raise ValueError(f"budget must be between 1 and {n}, got {self.budget}")
+        torch.manual_seed(seed)
+        self.args = args or Args(env_id=_env_id(env), env_kwargs=_env_kwargs(env), seed=seed)
+        self.policy = policy or Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=learning_rate)
+        self.seed = seed
+
+    def scores(self, obs: dict) -> torch.Tensor:
+        t = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in obs.items()}
+        return self.policy.mask_head(self.policy.features(t)).squeeze(-1)[0]
+
+    def hard_mask(self, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(scores)
+        mask[scores.topk(self.budget).indices] = 1.0
+        return mask
+
+    def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
+        import numpy as np
+
+        with torch.no_grad():
+            mask = self.hard_mask(self.scores(obs)).numpy().astype(np.int8)
+        return {"mask": mask, "coef": np.zeros_like(mask, dtype=np.float32)}, state
+
+    def mask_gradient(self, obs: dict) -> tuple[torch.Tensor, dict]:
+        """One env step; returns the selector's surrogate (graph into the policy) and the step's info."""
+        import numpy as np
+
+        from edit_gym.editing.capture import capture
+
+        inner = self.env.unwrapped
+        s = self.scores(obs)
+        hard = self.hard_mask(s.detach())
+        soft = torch.sigmoid(s)
+        mask_st = hard + soft - soft.detach()
+        n = inner.num_candidates
+        req = inner.stream[inner._t]
+        cap = capture(
+            inner.model,
+            inner.candidates,
+            inner.encoder.encode([(req.prompt, req.target_new)], device=inner.device),
+        )
+        with torch.no_grad():
+            updates = [
+                inner._rule.update(j, cap.keys[j], cap.grads[j], c.weight())
+                for j, c in enumerate(inner.candidates)
+            ]
+        scales = inner.update_scales(hard.numpy().astype(bool), np.zeros(n))
+        action = {"mask": hard.numpy().astype(np.int8), "coef": np.zeros(n, np.float32)}
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        # dL/dW at the edited weights, on the prompt and its paraphrases
+        pairs = [(q, req.target_new) for q in (req.prompt, *req.paraphrases[:2])]
+        batch = inner.encoder.encode(pairs, device=inner.device)
+        params = [c.param for c in inner.candidates]
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                logits = inner.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                logp = torch.log_softmax(logits[batch.answer_mask].float(), -1)
+                loss = -logp.gather(1, batch.labels[batch.answer_mask][:, None]).mean()
+                grads = torch.autograd.grad(loss, params)
+        finally:
+            for p in params:
+                p.requires_grad_(False)
+        # with a hard 0 the update was not applied: score it at the unit scale the spread would give
+        unit = float(max(scales.max(), 1e-12))
+        dm = torch.zeros(n)
+        for j, c in enumerate(inner.candidates):
+            g = grads[j].t() if c.transposed else grads[j]
+            dm[j] = (float(scales[j]) or unit) * float((g.float() * updates[j].matrix()).sum())
+        info = {
+            **info,
+            "obs": next_obs,
+            "terminated": terminated or truncated,
+            "reward": reward,
+            "loss": float(loss.detach()),
+        }
+        return (mask_st * dm).sum(), info
+
+    def learn(self, total_timesteps: int, tb_log_dir: str | None = None) -> StraightThroughSelector:
+        writer = None
+        if tb_log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(tb_log_dir)
+        obs, _ = self.env.reset(seed=self.seed)
+        episode = 0
+        for step in range(total_timesteps):
+            surrogate, info = self.mask_gradient(obs)
+            self.optimizer.zero_grad()
+            surrogate.backward()
+            self.optimizer.step()
+            if writer is not None:
+                writer.add_scalar("losses/post_edit_loss", info["loss"], step)
+                writer.add_scalar("charts/reward", info["reward"], step)
+            if info["terminated"]:
+                episode += 1
+                obs, _ = self.env.reset(seed=self.seed + episode)
+            else:
+                obs = info["obs"]
+        if writer is not None:
+            writer.close()
+        return self
 
 
 def _env_id(env: Any) -> str:

@@ -146,7 +146,7 @@ def _train_hiedit(args: argparse.Namespace) -> int:
         kwargs["dataset"] = args.dataset
     print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
     env = make_training_env(args.env, args.low_level, args.trainer, **kwargs)
-    extra = {"seed": args.seed} if args.trainer == "sb3" else {"seed": args.seed, "learning_rate": 3e-3}
+    extra = {"seed": args.seed} if args.trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
     agent = HiEditAgent(env, args.trainer, **extra)
     agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=args.trainer == "sb3")
     agent.save(args.out)
@@ -232,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a learned editor (rledit) and write a checkpoint folder")
     tr.add_argument("agent", choices=("rledit", "hiedit"), help="what to train")
     tr.add_argument(
-        "--trainer", default="ppo", choices=("ppo", "sb3"), help="hiedit: RL trainer (default: %(default)s)"
+        "--trainer",
+        default="ppo",
+        choices=("ppo", "sb3", "straight-through"),
+        help="hiedit: trainer (default: %(default)s)",
     )
     tr.add_argument(
         "--low-level", help="hiedit: the low-level rule, an RLEdit checkpoint folder or a rule name"
