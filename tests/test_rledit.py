@@ -209,3 +209,32 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert data["config"]["editor"] == f"rledit:{out}" and data["edits"] == 3
     assert main(["eval", "--agent", "rledit", "--env", "LifelongEdit-Tiny-v0", "--edits", "3"]) == 2
     assert "needs --checkpoint" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that code from the checkpoint ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickle_is_refused_without_running(tmp_path):
+    import hashlib
+    import pickle
+
+    env = _env()
+    path = RLEditAgent(env, RLEditConfig(rank=4)).save(tmp_path / "ck")
+    marker = tmp_path / "pwned"
+    weights = path / "hypernet.safetensors"
+    weights.write_bytes(pickle.dumps(_Payload(str(marker))))
+    meta = json.loads((path / "hypernet.json").read_text())
+    meta["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()  # a careful attacker fixes it
+    (path / "hypernet.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_hypernet(path)
+    with pytest.raises(CheckpointError):
+        RLEditAgent.load(path, env)
+    assert not marker.exists()

@@ -245,9 +245,18 @@ def load_hypernet(folder: str | Path, device: torch.device | str = "cpu") -> Hyp
         raise CheckpointError(
             f"{weights_path} does not match the checksum in {META_FILE} (corrupted or partial)"
         )
-    net = HyperNet(HyperNetConfig(**meta["config"]))
     try:
-        net.load_state_dict(load_file(str(weights_path)))
+        net = HyperNet(HyperNetConfig(**meta["config"]))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{meta_path}: invalid hypernet config ({err})") from None
+    try:
+        tensors = load_file(str(weights_path))  # safetensors: parsing never runs code from the file
+    except Exception as err:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+        raise CheckpointError(
+            f"{weights_path} is not a safetensors file ({type(err).__name__}: {err})"
+        ) from None
+    try:
+        net.load_state_dict(tensors)
     except RuntimeError as err:
         raise CheckpointError(f"{weights_path} does not fit its own config: {err}") from None
     net.freeze_statistics()
