@@ -59,6 +59,7 @@ class RLEditConfig:
     window: int = 10  # k: requests in the backtracking window
     mu: float = 0.95  # weight decay along the window
     c_loc: float = 0.6  # weight of the locality KL
+    locality_reference: str = "previous"  # KL to the model before this edit (paper) or "pristine"
     eta: float = 1e-4  # weight of the L2 penalty on each applied update
     discount: float = 1.0  # how much an update is charged with later steps' losses
     learning_rate: float = 1e-4  # the net's blocks
@@ -80,6 +81,8 @@ class RLEditConfig:
             "0 <= discount <= 1": 0 <= self.discount <= 1,
             "learning_rate > 0": self.learning_rate > 0 and self.scalar_learning_rate > 0,
             "sequences_per_update >= 1": self.sequences_per_update >= 1,
+            "locality_reference in ('previous', 'pristine')": self.locality_reference
+            in ("previous", "pristine"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -179,12 +182,35 @@ class RLEditTrainer:
         return ce + cfg.c_loc * kl, float(ce.detach()), float(kl.detach()), efficacy
 
     def locality_reference(self, stream, t: int) -> torch.Tensor | None:
-        """p_{W_{t-1}} at the window's locality answer positions (no graph)."""
+        """The reference distribution at the window's locality answer positions (no graph).
+
+        ``locality_reference="previous"`` (the paper): p_{W_{t-1}}, the model before this edit.
+        ``"pristine"``: p_{W_0}, the model before the sequence, so the KL sees the drift the whole
+        sequence has accumulated (computed once per request, on the pristine weights, and cached).
+        """
         _, _, loc, _ = self.window_pairs(stream, t)
         if not loc:
             return None
+        if self.config.locality_reference == "pristine":
+            return torch.cat([self._pristine_logp[i] for i in self._window_requests(stream, t)])
         with torch.no_grad():
             return _answer_logp(self.env.model, self.env.encoder.encode(loc, device=self.env.device))
+
+    def _window_requests(self, stream, t: int) -> list[int]:
+        """Indices (into the stream) of the window's requests that have locality prompts, newest first."""
+        n_loc = self.config.locality_per_request
+        return [t - j for j in range(min(self.config.window, t + 1)) if stream[t - j].neighbourhood[:n_loc]]
+
+    def _cache_pristine(self, stream) -> None:
+        """p_{W_0} on every request's locality prompts (call on the pristine weights)."""
+        n_loc = self.config.locality_per_request
+        self._pristine_logp = {}
+        with torch.no_grad():
+            for i, r in enumerate(stream):
+                probes = [(p.prompt, p.answer) for p in r.neighbourhood[:n_loc]]
+                if probes:
+                    batch = self.env.encoder.encode(probes, device=self.env.device)
+                    self._pristine_logp[i] = _answer_logp(self.env.model, batch)
 
     # ------------------------------------------------------------- one sequence
     def run_sequence(self, seed: int) -> tuple[torch.Tensor, SequenceLog]:
@@ -192,6 +218,8 @@ class RLEditTrainer:
         cfg, env, net = self.config, self.env, self.net
         env.reset(seed=seed)
         stream = env.stream
+        if cfg.locality_reference == "pristine":
+            self._cache_pristine(stream)
         cands = env.candidates
         n = len(cands)
         scale = env.update_scales(np.ones(n, bool), np.zeros(n))

@@ -34,6 +34,8 @@ SETTINGS = [
     ("T10 c_loc2", 10, {"c_loc": 2.0}),
     ("T25 c_loc0.6", 25, {}),
     ("T25 c_loc2", 25, {"c_loc": 2.0}),
+    ("T10 c_loc2 pristine", 10, {"c_loc": 2.0, "locality_reference": "pristine"}),
+    ("T25 c_loc2 pristine", 25, {"c_loc": 2.0, "locality_reference": "pristine"}),
 ]
 
 
@@ -86,6 +88,7 @@ def main() -> None:
     parser.add_argument("--json", default="docs/rledit_sweep.json")
     parser.add_argument("--markdown", default="docs/rledit_sweep.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    parser.add_argument("--append", action="store_true", help="add to the existing JSON's rows")
     args = parser.parse_args()
     if args.render_only:
         write_markdown(json.loads(Path(args.json).read_text()), Path(args.markdown))
@@ -99,6 +102,13 @@ def main() -> None:
     rows = [
         {"setting": "ridge (untrained net)", **evaluate(args.env, args.test, args.edits, "ridge", args.seed)}
     ]
+    keys = ("env", "train", "test", "edits", "seed", "sequences", "lr")
+    if args.append and Path(args.json).exists():  # keep the earlier settings' rows (same env/data/seed)
+        old = json.loads(Path(args.json).read_text())
+        if {k: old["args"][k] for k in keys} != {k: vars(args)[k] for k in keys}:
+            raise SystemExit("--append: the existing sweep used other settings; use a new --json")
+        rows += [r for r in old["rows"][1:] if not args.only or r["setting"] not in args.only]
+        meta["command"] = f"{old.get('command', '')}; {meta['command']}"
     print(f"{args.env}: train {args.train}, test {args.test}, {args.edits} edits, seed {args.seed}")
     header = f"{'setting':<26} {'eff':>6} {'gen':>6} {'spec':>6} {'ret@10':>7} {'train s':>8}"
     print(header)
