@@ -238,3 +238,20 @@ def test_planted_pickle_is_refused_without_running(tmp_path):
     with pytest.raises(CheckpointError):
         RLEditAgent.load(path, env)
     assert not marker.exists()
+
+
+def test_pristine_locality_reference_agrees_with_previous_on_the_first_step():
+    env = _env(num_edits=3)
+    logs = {}
+    for mode in ("previous", "pristine"):
+        cfg = RLEditConfig(rank=4, locality_reference=mode)
+        torch.manual_seed(0)
+        net = RLEditAgent(env, cfg).net
+        _perturb(net)
+        with torch.no_grad():
+            logs[mode] = RLEditTrainer(env, net, cfg).run_sequence(seed=4)[1]
+    # at t = 0 the model before the edit is the pristine one; later the references differ
+    assert logs["previous"].kl[0] == pytest.approx(logs["pristine"].kl[0], rel=1e-5)
+    assert logs["pristine"].kl[2] != pytest.approx(logs["previous"].kl[2], rel=1e-3)
+    with pytest.raises(ValueError, match="locality_reference"):
+        RLEditConfig(locality_reference="start")
