@@ -175,6 +175,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = RLEditConfig(
         window=args.window,
         c_loc=args.c_loc,
+        locality_reference=args.locality_reference,
         discount=args.discount,
         learning_rate=args.lr,
         rank=args.rank,
@@ -254,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--window", type=int, default=10, help="backtracking window k (default: %(default)s)")
     tr.add_argument("--c-loc", type=float, default=0.6, help="locality KL weight (default: %(default)s)")
+    tr.add_argument(
+        "--locality-reference",
+        default="previous",
+        choices=("previous", "pristine"),
+        help="KL to the model before each edit (paper) or before the sequence (default: %(default)s)",
+    )
     tr.add_argument(
         "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
     )
