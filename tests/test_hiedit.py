@@ -15,8 +15,15 @@ from agents.rledit import RLEditAgent, RLEditConfig
 @pytest.mark.parametrize("trainer", ["ppo", "sb3", "straight-through"])
 def test_train_save_load_predict(trainer, tmp_path):
     env = make_training_env("LifelongEdit-Tiny-v0", "ridge", trainer, num_edits=4)
-    agent = HiEditAgent(env, trainer, seed=0)
-    agent.learn(64)
+    small = (
+        {"n_steps": 16, "batch_size": 16}
+        if trainer == "sb3"
+        else {"num_steps": 8}
+        if trainer == "ppo"
+        else {}
+    )
+    agent = HiEditAgent(env, trainer, seed=0, **small)
+    agent.learn(16)
     path = agent.save(tmp_path / trainer)
     loaded = HiEditAgent.load(path, env)
     obs, _ = env.reset(seed=3)
