@@ -70,6 +70,9 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
         "on a shared machine, so read it with `benchmarks/edit_cost.py`).",
         "- every candidate is edited at coefficient 0 unless the agent selects fewer; step sizes are the "
         "backbone defaults (`benchmarks/calibrate_step.py`).",
+        "- s/edit is wall-clock and many runs shared the 2 cores with other runs (some with "
+        "OMP_NUM_THREADS=1): compare seconds only with `benchmarks/edit_latency.py`, which measures "
+        "every editor in one run.",
         "",
         "| model | data | edits | rule | agent | seed | eff | gen | spec | new>true | ret@10 | imm. eff | fluency | ppl | "
         "touched | s/edit | cost end/10 | fault |",
