@@ -25,6 +25,10 @@ def _cmd_envs(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _announce(env_id: str) -> None:
+    print(f"loading {env_id} (a first run converts/trains and caches the model)...", file=sys.stderr)
+
+
 def resolve_agent(spec: str, env, checkpoint: str | None = None):
     """An agent from a baseline name, ``module:Class``, or a saved SB3 model ``.zip``."""
     from pathlib import Path
@@ -80,7 +84,7 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     import edit_gym  # noqa: F401  registers the ids
     from edit_gym.runner import results_table, run_episode
 
-    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    _announce(args.env)
     env = gym.make(args.env, final_eval=False, **env_kwargs)
     agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
     result = run_episode(env, agent, args.seed, extended=not getattr(args, "no_extended", False))
@@ -144,7 +148,7 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     kwargs = {"num_edits": args.edits_per_sequence}
     if args.dataset:
         kwargs["dataset"] = args.dataset
-    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    _announce(args.env)
     env = make_training_env(args.env, args.low_level, args.trainer, **kwargs)
     extra = {"seed": args.seed} if args.trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
     agent = HiEditAgent(env, args.trainer, **extra)
@@ -170,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     kwargs = {"num_edits": args.edits_per_sequence, "final_eval": False}
     if args.dataset:
         kwargs["dataset"] = args.dataset
-    print(f"loading {args.env} (a first run converts/trains and caches the model)...", file=sys.stderr)
+    _announce(args.env)
     env = gym.make(args.env, **kwargs)
     config = RLEditConfig(
         window=args.window,
