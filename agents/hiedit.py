@@ -25,7 +25,6 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from torch import nn
 
 from edit_gym.cache import atomic_write_folder
 
@@ -41,37 +40,21 @@ def _sb3_extractor_base():
 
 
 class LayerStatsExtractor(_sb3_extractor_base()):
-    """SB3 features extractor: one MLP shared by every candidate row, with request/progress context.
+    """SB3 features extractor: :class:`agents.ppo.LayerEncoder`, one MLP shared by every candidate row.
 
     Output: the L per-layer feature vectors, flattened (L * hidden), so the policy's action head can
     score each layer from its own features.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 32) -> None:
-        stats = observation_space["layer_stats"]
-        num_layers, num_stats = stats.shape
+        from agents.ppo import LayerEncoder
+
+        num_layers = observation_space["layer_stats"].shape[0]
         super().__init__(observation_space, features_dim=num_layers * hidden)
-        self.register_buffer("low", torch.as_tensor(stats.low, dtype=torch.float32))
-        self.register_buffer(
-            "span", torch.as_tensor(stats.high - stats.low, dtype=torch.float32).clamp_min(1e-6)
-        )
-        prog = observation_space["progress"]
-        self.register_buffer("prog_high", torch.as_tensor(prog.high, dtype=torch.float32).clamp_min(1e-6))
-        self.context = nn.Sequential(
-            nn.Linear(observation_space["request"].shape[0] + prog.shape[0], hidden), nn.Tanh()
-        )
-        self.position = nn.Parameter(torch.zeros(num_layers, hidden))
-        self.encoder = nn.Sequential(
-            nn.Linear(num_stats + hidden, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
-        )
+        self.layers = LayerEncoder(observation_space, hidden)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        stats = 2 * (obs["layer_stats"] - self.low) / self.span - 1
-        ctx = self.context(torch.cat([obs["request"], obs["progress"] / self.prog_high], dim=-1))
-        h = self.encoder(
-            torch.cat([stats, (ctx[:, None, :] + self.position[None]).expand(-1, stats.shape[1], -1)], -1)
-        )
-        return h.flatten(1)
+        return self.layers.features(obs).flatten(1)
 
 
 def make_training_env(env_id: str, low_level: str, trainer: str, **kwargs: Any) -> gym.Env:
@@ -250,7 +233,8 @@ class StraightThroughSelector:
         """One env step; returns the selector's surrogate (graph into the policy) and the step's info."""
         import numpy as np
 
-        from edit_gym.editing.capture import capture
+        from agents.rledit import weight_gradients
+        from edit_gym.editing.scores import answer_logprobs
 
         inner = self.env.unwrapped
         s = self.scores(obs)
@@ -259,11 +243,7 @@ class StraightThroughSelector:
         mask_st = hard + soft - soft.detach()
         n = inner.num_candidates
         req = inner.stream[inner._t]
-        cap = capture(
-            inner.model,
-            inner.candidates,
-            inner.encoder.encode([(req.prompt, req.target_new)], device=inner.device),
-        )
+        cap = inner._cap  # the env's own capture of this request on the current weights
         with torch.no_grad():
             updates = [
                 inner._rule.update(j, cap.keys[j], cap.grads[j], c.weight())
@@ -275,24 +255,17 @@ class StraightThroughSelector:
         # dL/dW at the edited weights, on the prompt and its paraphrases
         pairs = [(q, req.target_new) for q in (req.prompt, *req.paraphrases[:2])]
         batch = inner.encoder.encode(pairs, device=inner.device)
-        params = [c.param for c in inner.candidates]
-        for p in params:
-            p.requires_grad_(True)
-        try:
-            with torch.enable_grad():
-                logits = inner.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-                logp = torch.log_softmax(logits[batch.answer_mask].float(), -1)
-                loss = -logp.gather(1, batch.labels[batch.answer_mask][:, None]).mean()
-                grads = torch.autograd.grad(loss, params)
-        finally:
-            for p in params:
-                p.requires_grad_(False)
+
+        def post_edit_loss() -> tuple[torch.Tensor]:
+            logp = answer_logprobs(inner.model, batch, grad=True)
+            return (-logp.gather(1, batch.labels[batch.answer_mask][:, None]).mean(),)
+
+        (loss,), grads = weight_gradients(inner.candidates, post_edit_loss)
         # with a hard 0 the update was not applied: score it at the unit scale the spread would give
         unit = float(max(scales.max(), 1e-12))
         dm = torch.zeros(n)
-        for j, c in enumerate(inner.candidates):
-            g = grads[j].t() if c.transposed else grads[j]
-            dm[j] = (float(scales[j]) or unit) * float((g.float() * updates[j].matrix()).sum())
+        for j, g in enumerate(grads):
+            dm[j] = (float(scales[j]) or unit) * float((g * updates[j].matrix()).sum())
         info = {
             **info,
             "obs": next_obs,

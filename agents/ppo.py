@@ -89,12 +89,16 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
     return layer
 
 
-class Policy(nn.Module):
-    """Per-layer shared encoder -> (mask logit, coefficient mean) per candidate; pooled value."""
+class LayerEncoder(nn.Module):
+    """Reads the Dict observation one candidate at a time, with the same weights for every row.
 
-    def __init__(
-        self, observation_space: gym.spaces.Dict, hidden: int = 64, init_log_std: float = -0.5
-    ) -> None:
+    The (L, F) per-layer statistics are L samples of the same kind of thing; each row, scaled to
+    [-1, 1] by the space's bounds, is encoded together with a context vector (request embedding and
+    progress) and a learned position (which layer it is). Shared by :class:`Policy` and by the SB3
+    features extractor of :mod:`agents.hiedit`.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 64) -> None:
         super().__init__()
         stats = observation_space["layer_stats"]
         self.num_layers, self.num_stats = stats.shape
@@ -114,10 +118,6 @@ class Policy(nn.Module):
             layer_init(nn.Linear(hidden, hidden)),
             nn.Tanh(),
         )
-        self.mask_head = layer_init(nn.Linear(hidden, 1), std=0.01)
-        self.coef_head = layer_init(nn.Linear(hidden, 1), std=0.01)
-        self.log_std = nn.Parameter(torch.full((self.num_layers,), float(init_log_std)))
-        self.value_head = layer_init(nn.Linear(hidden, 1), std=1.0)
 
     def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, L, hidden): each layer's statistics with the request/progress context and its position."""
@@ -125,6 +125,19 @@ class Policy(nn.Module):
         ctx = self.context(torch.cat([obs["request"], obs["progress"] / self.prog_high], dim=-1))
         ctx = ctx[:, None, :] + self.position[None]
         return self.encoder(torch.cat([stats, ctx], dim=-1))
+
+
+class Policy(LayerEncoder):
+    """Per-layer shared encoder -> (mask logit, coefficient mean) per candidate; pooled value."""
+
+    def __init__(
+        self, observation_space: gym.spaces.Dict, hidden: int = 64, init_log_std: float = -0.5
+    ) -> None:
+        super().__init__(observation_space, hidden)
+        self.mask_head = layer_init(nn.Linear(hidden, 1), std=0.01)
+        self.coef_head = layer_init(nn.Linear(hidden, 1), std=0.01)
+        self.log_std = nn.Parameter(torch.full((self.num_layers,), float(init_log_std)))
+        self.value_head = layer_init(nn.Linear(hidden, 1), std=1.0)
 
     def get_value(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.value_head(self.features(obs).mean(1)).squeeze(-1)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from edit_gym.editing.hypernet import (
     load_hypernet,
     write_hypernet,
 )
+from edit_gym.editing.scores import answer_logprobs
 
 AGENT_FILE = "agent.json"
 
@@ -107,14 +109,28 @@ class SequenceLog:
     efficacy: list[float] = field(default_factory=list)  # right after each edit
 
 
-def _answer_logp(model, batch) -> torch.Tensor:
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    return torch.log_softmax(logits[batch.answer_mask].float(), dim=-1)
+def weight_gradients(candidates, loss_fn) -> tuple[tuple, list[torch.Tensor]]:
+    """Run ``loss_fn()`` (a tuple whose first item is the loss) with the candidate weights as graph
+    leaves; return its outputs and dL/dW per candidate, float32, in the d_out x d_in orientation.
+
+    The weights are leaves only for this call (``requires_grad`` is restored even on error), so no
+    other pass of the model ever builds a graph through them.
+    """
+    params = [c.param for c in candidates]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            out = loss_fn()
+            grads = torch.autograd.grad(out[0], params)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+    return out, [(g.t() if c.transposed else g).float() for g, c in zip(grads, candidates, strict=True)]
 
 
-def _per_pair_mean(values: torch.Tensor, batch) -> torch.Tensor:
-    """Mean of per-answer-token ``values`` within each pair of the batch."""
-    counts = batch.answer_mask.sum(1)
+def _per_pair_mean(values: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean of per-answer-token ``values`` within each pair; ``counts`` = answer tokens per pair."""
     pair = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts)
     sums = torch.zeros(len(counts), device=values.device).index_add(0, pair, values)
     return sums / counts.clamp_min(1)
@@ -158,26 +174,22 @@ class RLEditTrainer:
         para, para_w, loc, loc_w = self.window_pairs(stream, t)
         edit_pair = [(stream[t].prompt, stream[t].target_new)]
         batch = env.encoder.encode(edit_pair + para + loc, device=env.device)
-        logp = _answer_logp(env.model, batch)
+        logp = answer_logprobs(env.model, batch, grad=True)
         labels = batch.labels[batch.answer_mask]
         token_ce = -logp.gather(1, labels[:, None]).squeeze(1)
-        pair_ce = _per_pair_mean(token_ce, batch)
+        counts = batch.answer_mask.sum(1)
+        pair_ce = _per_pair_mean(token_ce, counts)
         n_edit, n_para = 1, len(para)
-        counts = batch.answer_mask.sum(1).tolist()
-        edit_rows = counts[0]
+        edit_rows = int(counts[0])
         efficacy = float((logp[:edit_rows].argmax(-1) == labels[:edit_rows]).float().mean())
         weights_p = torch.tensor(para_w, device=logp.device)
         ce = (pair_ce[n_edit : n_edit + n_para] * weights_p).sum()
         kl = torch.zeros((), device=logp.device)
         if loc:
-            start = sum(counts[: n_edit + n_para])
+            start = int(counts[: n_edit + n_para].sum())
             new = logp[start:]
             token_kl = (prev_loc_logp.exp() * (prev_loc_logp - new)).sum(-1)
-            loc_counts = counts[n_edit + n_para :]
-            counts_t = torch.tensor(loc_counts, device=new.device)
-            pair = torch.repeat_interleave(torch.arange(len(loc_counts), device=new.device), counts_t)
-            pair_kl = torch.zeros(len(loc_counts), device=new.device).index_add(0, pair, token_kl)
-            pair_kl = pair_kl / counts_t.clamp_min(1)
+            pair_kl = _per_pair_mean(token_kl, counts[n_edit + n_para :])
             kl = (pair_kl * torch.tensor(loc_w, device=new.device)).sum()
         return ce + cfg.c_loc * kl, float(ce.detach()), float(kl.detach()), efficacy
 
@@ -193,8 +205,7 @@ class RLEditTrainer:
             return None
         if self.config.locality_reference == "pristine":
             return torch.cat([self._pristine_logp[i] for i in self._window_requests(stream, t)])
-        with torch.no_grad():
-            return _answer_logp(self.env.model, self.env.encoder.encode(loc, device=self.env.device))
+        return answer_logprobs(self.env.model, self.env.encoder.encode(loc, device=self.env.device))
 
     def _window_requests(self, stream, t: int) -> list[int]:
         """Indices (into the stream) of the window's requests that have locality prompts, newest first."""
@@ -205,12 +216,11 @@ class RLEditTrainer:
         """p_{W_0} on every request's locality prompts (call on the pristine weights)."""
         n_loc = self.config.locality_per_request
         self._pristine_logp = {}
-        with torch.no_grad():
-            for i, r in enumerate(stream):
-                probes = [(p.prompt, p.answer) for p in r.neighbourhood[:n_loc]]
-                if probes:
-                    batch = self.env.encoder.encode(probes, device=self.env.device)
-                    self._pristine_logp[i] = _answer_logp(self.env.model, batch)
+        for i, r in enumerate(stream):
+            probes = [(p.prompt, p.answer) for p in r.neighbourhood[:n_loc]]
+            if probes:
+                batch = self.env.encoder.encode(probes, device=self.env.device)
+                self._pristine_logp[i] = answer_logprobs(self.env.model, batch)
 
     # ------------------------------------------------------------- one sequence
     def run_sequence(self, seed: int) -> tuple[torch.Tensor, SequenceLog]:
@@ -223,7 +233,6 @@ class RLEditTrainer:
         cands = env.candidates
         n = len(cands)
         scale = env.update_scales(np.ones(n, bool), np.zeros(n))
-        params = [c.param for c in cands]
         applied: list[_Applied] = []
         objective = torch.zeros((), device=net.device)
         log = SequenceLog()
@@ -244,23 +253,14 @@ class RLEditTrainer:
                 # ||s left right||_F^2 = s^2 sum((left^T left) * (right right^T)), with a gradient path
                 l2 = l2 + float(scale[j]) ** 2 * ((left.T @ left) * (right @ right.T)).sum()
             applied.append(_Applied(lefts, rights, scale))
-            for p in params:
-                p.requires_grad_(True)
-            try:
-                with torch.enable_grad():
-                    loss, ce, kl, eff = self.step_loss(stream, t, prev)
-                    grads = torch.autograd.grad(loss, params)
-            finally:
-                for p in params:
-                    p.requires_grad_(False)
+            (loss, ce, kl, eff), grads = weight_gradients(cands, partial(self.step_loss, stream, t, prev))
+            grads = [g.to(net.device) for g in grads]
             # charge every update so far with this step's gradient (discounted by its age)
             for age, past in enumerate(reversed(applied)):
                 weight = cfg.discount**age
                 if weight == 0.0:
                     break
-                for j, c in enumerate(cands):
-                    g = grads[j].t() if c.transposed else grads[j]
-                    g = g.to(device=net.device, dtype=torch.float32)
+                for j, g in enumerate(grads):
                     objective = (
                         objective
                         + weight * float(past.scale[j]) * (past.left[j] * (g @ past.right[j].T)).sum()

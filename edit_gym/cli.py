@@ -29,6 +29,12 @@ def _announce(env_id: str) -> None:
     print(f"loading {env_id} (a first run converts/trains and caches the model)...", file=sys.stderr)
 
 
+def _require_checkpoint(agent: str, checkpoint: str | None) -> str:
+    if not checkpoint:
+        raise ValueError(f"--agent {agent} needs --checkpoint DIR (from `edit-gym train {agent} --out DIR`)")
+    return checkpoint
+
+
 def resolve_agent(spec: str, env, checkpoint: str | None = None):
     """An agent from a baseline name, ``module:Class``, or a saved SB3 model ``.zip``."""
     from pathlib import Path
@@ -40,15 +46,11 @@ def resolve_agent(spec: str, env, checkpoint: str | None = None):
     if spec == "hiedit":
         from agents.hiedit import HiEditAgent
 
-        if not checkpoint:
-            raise ValueError("--agent hiedit needs --checkpoint DIR (from `edit-gym train hiedit --out DIR`)")
-        return HiEditAgent.load(checkpoint, env=env)
+        return HiEditAgent.load(_require_checkpoint(spec, checkpoint), env=env)
     if spec == "rledit":
         from agents.rledit import RLEditAgent
 
-        if not checkpoint:
-            raise ValueError("--agent rledit needs --checkpoint DIR (from `edit-gym train rledit --out DIR`)")
-        return RLEditAgent.load(checkpoint, env=env)
+        return RLEditAgent.load(_require_checkpoint(spec, checkpoint), env=env)
     if spec.endswith(".zip") or (checkpoint and checkpoint.endswith(".zip") and spec in ("sb3", "ppo")):
         path = checkpoint if spec in ("sb3", "ppo") else spec
         if not Path(path).is_file():
@@ -119,17 +121,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.agent == "hiedit":
         from agents.hiedit import HiEditAgent
 
-        if not args.checkpoint:
-            raise ValueError("--agent hiedit needs --checkpoint DIR (from `edit-gym train hiedit --out DIR`)")
-        meta = HiEditAgent.read_meta(args.checkpoint)
+        meta = HiEditAgent.read_meta(_require_checkpoint(args.agent, args.checkpoint))
         kwargs.update(editor=meta["editor"], action_type=meta["action_type"])
         if args.editor:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
-        if not args.checkpoint:
-            raise ValueError("--agent rledit needs --checkpoint DIR (from `edit-gym train rledit --out DIR`)")
         # the learned rule is the editor; --editor may add wrappers, e.g. --editor alphaedit
-        kwargs["editor"] = f"rledit:{args.checkpoint}" + (f"+{args.editor}" if args.editor else "")
+        kwargs["editor"] = f"rledit:{_require_checkpoint(args.agent, args.checkpoint)}" + (
+            f"+{args.editor}" if args.editor else ""
+        )
     elif args.editor:
         kwargs["editor"] = args.editor
     return _run(args, kwargs)

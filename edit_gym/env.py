@@ -209,7 +209,7 @@ class LifelongEditEnv(gym.Env):
     @property
     def stream(self) -> list[EditRequest]:
         """The current episode's requests, in edit order (drawn by ``reset``)."""
-        if not self._ready and not hasattr(self, "_stream"):
+        if not hasattr(self, "_stream"):
             raise gym.error.ResetNeeded("call reset() before reading the stream")
         return [self._requests[int(i)] for i in self._stream]
 

@@ -257,7 +257,7 @@ class Editor:
             + ", ".join(sorted(WRAPPERS))
         )
         learned = bool(parts) and parts[0].split(":", 1)[0] == "rledit"
-        if learned and not parts[0].startswith("rledit:") or parts[:1] == ["rledit:"]:
+        if learned and not parts[0].partition(":")[2]:
             raise ValueError(f"editor {spec!r}: a learned rule needs its checkpoint, as rledit:PATH")
         if not parts or not (learned or parts[0] in BASE_RULES):
             raise ValueError(f"unknown editor {spec!r} (rules: {known})")

@@ -20,9 +20,12 @@ from edit_gym.tokens import PairEncoder, TokenBatch
 REFERENCE_TOP_K = 32
 
 
-def answer_logprobs(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
-    """Log-probabilities (N, V) at the answer positions of ``batch``, float32."""
-    with torch.no_grad():
+def answer_logprobs(model: torch.nn.Module, batch: TokenBatch, *, grad: bool = False) -> torch.Tensor:
+    """Log-probabilities (N, V) at the answer positions of ``batch``, float32.
+
+    ``grad=True`` keeps the autograd graph (for losses differentiated with respect to weights).
+    """
+    with torch.set_grad_enabled(grad):
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return torch.log_softmax(logits[batch.answer_mask].float(), dim=-1)
 
