@@ -27,16 +27,25 @@ class _MaskAgent:
         self.num_candidates = inner.num_candidates
         self.action_type = inner.cfg.action_type
         self.coef_levels = inner.cfg.coef_levels
+        self.budget = inner.cfg.budget  # the env's layer budget K, if it has one
         self.coef = float(coef)
 
     def choose(self, obs: dict) -> np.ndarray:
         raise NotImplementedError
 
+    def _size(self, k: int | None) -> int:
+        """How many candidates a K-agent selects: ``k``, else the env's budget, else half of them."""
+        k = k if k is not None else (self.budget or max(1, self.num_candidates // 2))
+        limit = min(self.num_candidates, self.budget or self.num_candidates)
+        if not 1 <= k <= limit:
+            raise ValueError(f"k={k} must be between 1 and {limit} (candidates, or the env's budget)")
+        return k
+
     def predict(self, obs: dict, state=None, episode_start=None, deterministic: bool = True):
         """SB3-style: returns (action, state)."""
         mask = self.choose(obs)
         return encode_action(
-            mask, np.full(self.num_candidates, self.coef), self.action_type, self.coef_levels
+            mask, np.full(self.num_candidates, self.coef), self.action_type, self.coef_levels, self.budget
         ), state
 
 
@@ -67,13 +76,11 @@ class FixedBlockAgent(_MaskAgent):
 
 
 class RandomKAgent(_MaskAgent):
-    """Edit ``k`` candidates drawn uniformly for each request (default: half of them)."""
+    """Edit ``k`` candidates drawn uniformly for each request (default: the env's budget, else half)."""
 
     def __init__(self, env: Any, k: int | None = None, seed: int = 0, coef: float = 0.0) -> None:
         super().__init__(env, coef)
-        self.k = k if k is not None else max(1, self.num_candidates // 2)
-        if not 1 <= self.k <= self.num_candidates:
-            raise ValueError(f"k={self.k} must be between 1 and {self.num_candidates}")
+        self.k = self._size(k)
         self.rng = np.random.default_rng(seed)
 
     def choose(self, obs: dict) -> np.ndarray:
@@ -87,9 +94,7 @@ class TopKGradientAgent(_MaskAgent):
 
     def __init__(self, env: Any, k: int | None = None, coef: float = 0.0) -> None:
         super().__init__(env, coef)
-        self.k = k if k is not None else max(1, self.num_candidates // 2)
-        if not 1 <= self.k <= self.num_candidates:
-            raise ValueError(f"k={self.k} must be between 1 and {self.num_candidates}")
+        self.k = self._size(k)
 
     def choose(self, obs: dict) -> np.ndarray:
         scores = np.asarray(obs["layer_stats"])[:, GRAD_NORM_COLUMN]

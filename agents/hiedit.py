@@ -8,12 +8,16 @@ RL on the env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse *
   mask, Gaussian coefficients), with its per-layer shared encoder;
 * ``trainer="sb3"``: Stable-Baselines3 PPO on the ``mask`` action (MultiBinary), with
   :class:`LayerStatsExtractor` (the same per-layer shared encoder, as an SB3 features extractor);
+* ``trainer="maskable"``: sb3-contrib ``MaskablePPO`` under a layer budget K: the ``slots`` action
+  (K picks, each a candidate or none) with the env's ``action_masks()``, so every edit touches 1 to
+  K candidates by construction (the same extractor);
 * ``trainer="straight-through"``: the published code's mode, for comparison: the selector's scores
   pick the top K candidates, and the gradient of the post-edit loss reaches the scores through a
   straight-through estimator, dL/dm_j = s_j <dL/dW_j, dW_j> (:class:`StraightThroughSelector`).
 
 A checkpoint folder holds ``hiedit.json`` (trainer, the low-level editor, the action type) and the
-policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for ``sb3``).
+policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for ``sb3`` and
+``maskable``, SB3's own format).
 ``edit-gym eval --agent hiedit --checkpoint DIR`` rebuilds the env with the same editor and action type.
 """
 
@@ -28,8 +32,9 @@ import torch
 
 from edit_gym.cache import atomic_write_folder
 
-TRAINERS = ("ppo", "sb3", "straight-through")
-ACTION_TYPE = {"ppo": "dict", "sb3": "mask", "straight-through": "dict"}
+TRAINERS = ("ppo", "sb3", "maskable", "straight-through")
+ACTION_TYPE = {"ppo": "dict", "sb3": "mask", "maskable": "slots", "straight-through": "dict"}
+SB3_SETTINGS = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "gamma": 0.95}  # short, costly episodes
 META_FILE = "hiedit.json"
 
 
@@ -57,17 +62,27 @@ class LayerStatsExtractor(_sb3_extractor_base()):
         return self.layers.features(obs).flatten(1)
 
 
-def make_training_env(env_id: str, low_level: str, trainer: str, **kwargs: Any) -> gym.Env:
-    """The env HiEdit trains on: the low-level rule as ``editor``, the advantage reward."""
+def make_training_env(
+    env_id: str, low_level: str, trainer: str, budget: int | None = None, **kwargs: Any
+) -> gym.Env:
+    """The env HiEdit trains on: the low-level rule as ``editor``, the advantage reward.
+
+    ``maskable`` needs a layer budget K; without one it takes half the candidates.
+    """
     if trainer not in TRAINERS:
         raise ValueError(f"unknown HiEdit trainer {trainer!r} (known: {', '.join(TRAINERS)})")
-    return gym.make(
-        env_id,
-        editor=editor_spec(low_level),
-        reward="advantage",
-        action_type=ACTION_TYPE[trainer],
-        **{"final_eval": False, **kwargs},
-    )
+    settings = {
+        "editor": editor_spec(low_level),
+        "reward": "advantage",
+        "action_type": ACTION_TYPE[trainer],
+        "final_eval": False,
+        **kwargs,
+    }
+    if trainer == "maskable" and budget is None:
+        probe = gym.make(env_id, **{**settings, "action_type": "mask"})
+        budget = max(1, probe.unwrapped.num_candidates // 2)
+        probe.close()
+    return gym.make(env_id, budget=budget, **settings)
 
 
 def editor_spec(low_level: str) -> str:
@@ -100,12 +115,10 @@ class HiEditAgent:
             elif trainer == "straight-through":
                 model = StraightThroughSelector(env, **trainer_kwargs)
             else:
-                from stable_baselines3 import PPO
-
+                algorithm = _sb3_algorithm(trainer)
                 policy_kwargs = {"features_extractor_class": LayerStatsExtractor}
-                # edit streams are short and steps are costly: small rollouts by default
-                settings = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "gamma": 0.95, **trainer_kwargs}
-                model = PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs, verbose=0, **settings)
+                settings = {**SB3_SETTINGS, **trainer_kwargs}
+                model = algorithm("MultiInputPolicy", env, policy_kwargs=policy_kwargs, verbose=0, **settings)
         self.model = model
 
     def learn(
@@ -125,7 +138,12 @@ class HiEditAgent:
         return self
 
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
-        return self.model.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        extra = {}
+        if self.trainer == "maskable":  # the env's masks: the first slot may not pick "none"
+            extra["action_masks"] = self.env.unwrapped.action_masks()
+        return self.model.predict(
+            obs, state=state, episode_start=episode_start, deterministic=deterministic, **extra
+        )
 
     def save(self, path: str | Path) -> Path:
         meta = {
@@ -133,6 +151,7 @@ class HiEditAgent:
             "trainer": self.trainer,
             "editor": self.editor,
             "action_type": ACTION_TYPE[self.trainer],
+            "env_budget": self.env.unwrapped.cfg.budget,
         }
 
         def build(tmp: Path) -> None:
@@ -172,9 +191,7 @@ class HiEditAgent:
             policy, args = load_policy(path, env.observation_space)
             model = StraightThroughSelector(env, budget=meta["budget"], policy=policy, args=args)
         else:
-            from stable_baselines3 import PPO
-
-            model = PPO.load(Path(path) / "model.zip", device="cpu")
+            model = _sb3_algorithm(meta["trainer"]).load(Path(path) / "model.zip", device="cpu")
         return cls(env, meta["trainer"], model=model)
 
 
@@ -299,6 +316,19 @@ class StraightThroughSelector:
         if writer is not None:
             writer.close()
         return self
+
+
+def _sb3_algorithm(trainer: str):
+    """SB3's PPO, or sb3-contrib's MaskablePPO for the budgeted ``slots`` action."""
+    if trainer == "maskable":
+        try:
+            from sb3_contrib import MaskablePPO
+        except ImportError:
+            raise ImportError("the maskable trainer needs sb3-contrib: pip install sb3-contrib") from None
+        return MaskablePPO
+    from stable_baselines3 import PPO
+
+    return PPO
 
 
 def _env_id(env: Any) -> str:

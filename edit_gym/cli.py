@@ -3,8 +3,8 @@
 edit-gym envs
 edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
-edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--seed S] --out DIR
-edit-gym train hiedit --trainer ppo|sb3 --low-level DIR --env ID [--timesteps N] --out DIR2
+edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--layers A:B] [--seed S] --out DIR
+edit-gym train hiedit --trainer ppo|sb3|maskable|straight-through --low-level DIR --env ID [--budget K] [--timesteps N] --out DIR2
 """
 
 from __future__ import annotations
@@ -123,6 +123,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         meta = HiEditAgent.read_meta(_require_checkpoint(args.agent, args.checkpoint))
         kwargs.update(editor=meta["editor"], action_type=meta["action_type"])
+        if meta.get("env_budget") is not None:
+            kwargs["budget"] = meta["env_budget"]
         if args.editor:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
@@ -149,15 +151,35 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     if args.dataset:
         kwargs["dataset"] = args.dataset
     _announce(args.env)
-    env = make_training_env(args.env, args.low_level, args.trainer, **kwargs)
+    if args.budget is not None and args.trainer in ("ppo", "sb3"):
+        raise ValueError(
+            f"--budget applies to the maskable and straight-through trainers, not {args.trainer}"
+        )
+    env_budget = args.budget if args.trainer == "maskable" else None
+    env = make_training_env(args.env, args.low_level, args.trainer, budget=env_budget, **kwargs)
     extra = {"seed": args.seed} if args.trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
+    if args.trainer == "straight-through" and args.budget is not None:
+        extra["budget"] = args.budget
     agent = HiEditAgent(env, args.trainer, **extra)
-    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=args.trainer == "sb3")
+    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=args.trainer in ("sb3", "maskable"))
     agent.save(args.out)
     print(f"wrote {args.out}; evaluate it with")
     print(f"  edit-gym eval --agent hiedit --checkpoint {args.out} --env {args.env} --edits N")
     env.close()
     return 0
+
+
+def parse_band(text: str, count: int) -> slice:
+    """``START:STOP`` (Python slice of the default candidates, e.g. ``8:16``) as a checked slice."""
+    start_text, sep, stop_text = text.partition(":")
+    try:
+        start = int(start_text) if start_text else 0
+        stop = int(stop_text) if stop_text else count
+    except ValueError:
+        start, stop, sep = 0, 0, ""
+    if not sep or not (0 <= start < stop <= count):
+        raise ValueError(f"--layers {text!r}: expected START:STOP with 0 <= START < STOP <= {count}")
+    return slice(start, stop)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -176,6 +198,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kwargs["dataset"] = args.dataset
     _announce(args.env)
     env = gym.make(args.env, **kwargs)
+    if args.layers:
+        names = env.unwrapped.candidate_names
+        band = names[parse_band(args.layers, len(names))]
+        env.close()
+        env = gym.make(args.env, candidates=band, **kwargs)
+        print(f"editing {len(band)} of {len(names)} candidates: {band[0]} .. {band[-1]}")
     config = RLEditConfig(
         window=args.window,
         c_loc=args.c_loc,
@@ -239,8 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--trainer",
         default="ppo",
-        choices=("ppo", "sb3", "straight-through"),
+        choices=("ppo", "sb3", "maskable", "straight-through"),
         help="hiedit: trainer (default: %(default)s)",
+    )
+    tr.add_argument(
+        "--budget",
+        type=int,
+        help="hiedit: layer budget K, candidates per edit (maskable: the env's budget, default half; "
+        "straight-through: top-K, default half)",
     )
     tr.add_argument(
         "--low-level", help="hiedit: the low-level rule, an RLEdit checkpoint folder or a rule name"
@@ -269,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
     )
     tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    tr.add_argument(
+        "--layers",
+        help="rledit: train on a band of the default candidates, START:STOP (e.g. 8:16); "
+        "the checkpoint then edits that band (default: all candidates)",
+    )
     tr.add_argument("--rank", type=int, default=32, help="hypernet block rank (default: %(default)s)")
     tr.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     tr.add_argument("--tensorboard", help="write TensorBoard logs to this folder")

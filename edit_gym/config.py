@@ -26,9 +26,13 @@ class EnvConfig:
     edits_per_step: int = 1
     """Requests applied together in one step (a batch edit)."""
     candidates: list[str] | None = None
-    """Full module names of the editable matrices (default: every block's MLP output projection)."""
+    """Full module names of the editable matrices (default: every block's MLP output projection, or,
+    with ``editor="rledit:DIR"``, the matrices that checkpoint was trained on)."""
     action_type: str = "dict"
-    """``dict``, ``box``, ``multidiscrete`` or ``mask`` (see :mod:`edit_gym.actions`)."""
+    """``dict``, ``box``, ``multidiscrete``, ``mask`` or ``slots`` (see :mod:`edit_gym.actions`)."""
+    budget: int | None = None
+    """Layer budget K: every edit must select between 1 and K candidates (an action outside that is
+    an error). The ``slots`` action type needs it: K picks, each a candidate or none."""
     coef_range: float = 10.0
     """Coefficient -1 / 0 / +1 scales the update by 1/coef_range / 1 / coef_range."""
     coef_levels: int = 5
@@ -94,4 +98,10 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
         raise ValueError(f"coef_range must be >= 1, got {cfg.coef_range}")
     if cfg.coef_levels < 1:
         raise ValueError(f"coef_levels must be >= 1, got {cfg.coef_levels}")
+    if cfg.budget is not None and (
+        isinstance(cfg.budget, bool) or not isinstance(cfg.budget, int) or cfg.budget < 1
+    ):
+        raise ValueError(f"budget must be a positive integer (a number of candidates), got {cfg.budget!r}")
+    if cfg.action_type == "slots" and cfg.budget is None:
+        raise ValueError("action_type='slots' needs a layer budget: pass budget=K")
     return cfg

@@ -28,7 +28,7 @@ from edit_gym.config import EnvConfig, make_config
 from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
 from edit_gym.editing.capture import EditCapture, capture
 from edit_gym.editing.covariance import key_covariance
-from edit_gym.editing.rules import Editor, RuleContext
+from edit_gym.editing.rules import Editor, RuleContext, learned_checkpoint
 from edit_gym.editing.scores import (
     Reference,
     answer_logprobs,
@@ -58,7 +58,7 @@ class _ModelState:
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.backbone: Backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
-        names = cfg.candidates or default_candidates(self.backbone.model_type, self.backbone.num_blocks)
+        names = cfg.candidates or self._default_names(cfg.editor)
         self.candidates: list[Candidate] = resolve_candidates(self.backbone.model, list(names))
         self.pristine = [c.param.detach().clone() for c in self.candidates]
         self.pristine_norm = [float(c.weight().float().norm()) for c in self.candidates]
@@ -66,6 +66,15 @@ class _ModelState:
 
         self._backup: dict[int, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
         self._covariance: list[torch.Tensor] | None = None
+
+    def _default_names(self, editor: str) -> list[str]:
+        """A learned editor's own candidates (it was trained on them), else the architecture's default."""
+        checkpoint = learned_checkpoint(editor)
+        if checkpoint is not None:
+            from edit_gym.editing.hypernet import trained_candidates
+
+            return trained_candidates(checkpoint)
+        return default_candidates(self.backbone.model_type, self.backbone.num_blocks)
 
     def covariance(self) -> list[torch.Tensor]:
         """Per-candidate key covariance C0 of ordinary text (computed on the pristine weights, cached)."""
@@ -146,7 +155,11 @@ class LifelongEditEnv(gym.Env):
                 ),
             }
         )
-        self.action_space = make_action_space(self.cfg.action_type, self.num_candidates, self.cfg.coef_levels)
+        if self.cfg.budget is not None and self.cfg.budget > self.num_candidates:
+            raise ValueError(f"budget {self.cfg.budget} exceeds the {self.num_candidates} candidates")
+        self.action_space = make_action_space(
+            self.cfg.action_type, self.num_candidates, self.cfg.coef_levels, self.cfg.budget
+        )
         self._references: dict[int, list[Reference]] = {}
         self._embeddings: dict[int, np.ndarray] = {}
         self._ready = False
@@ -323,12 +336,32 @@ class LifelongEditEnv(gym.Env):
             scales = scales / mask.sum()
         return np.where(mask, scales, 0.0)
 
+    def action_masks(self) -> np.ndarray:
+        """Valid action components for sb3-contrib's ``MaskablePPO`` (flat, one entry per choice).
+
+        ``slots``: "none" is forbidden in the first slot, so a masked policy always selects at least
+        one candidate; every other choice is allowed. Other action types: all True.
+        """
+        n = self.num_candidates
+        if self.cfg.action_type == "slots":
+            masks = np.ones((self.cfg.budget, n + 1), dtype=bool)
+            masks[0, n] = False
+            return masks.ravel()
+        sizes = {"mask": 2 * n, "multidiscrete": n * (self.cfg.coef_levels + 1)}
+        if self.cfg.action_type not in sizes:
+            raise NotImplementedError(
+                f"action masks exist for discrete action types, not {self.cfg.action_type!r}"
+            )
+        return np.ones(sizes[self.cfg.action_type], dtype=bool)
+
     def step(self, action):
         if not self._ready:
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._t >= self.num_steps:
             raise gym.error.ResetNeeded("the edit stream is finished; call reset() to start a new episode")
-        mask, coef = decode_action(action, self.cfg.action_type, self.num_candidates, self.cfg.coef_levels)
+        mask, coef = decode_action(
+            action, self.cfg.action_type, self.num_candidates, self.cfg.coef_levels, self.cfg.budget
+        )
         scales = self._scales(mask, coef)
         selected = np.flatnonzero(mask)
         cap = self._cap

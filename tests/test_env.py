@@ -163,6 +163,42 @@ def test_reward_terms_and_final_info():
         env.step({"mask": mask, "coef": np.zeros(n, np.float32)})
 
 
+@pytest.mark.parametrize(
+    ("action_type", "action", "message"),
+    [
+        ("mask", np.zeros(6, np.int8), "selects 0 candidates; the layer budget allows 1 to 2"),
+        ("mask", np.ones(6, np.int8), "selects 6 candidates; the layer budget allows 1 to 2"),
+        ("slots", np.array([6, 6]), "selects 0 candidates"),
+        ("slots", np.array([0, 7]), "integers in \\[0, 6\\]"),
+        ("slots", np.array([0, 1, 2]), "expected shape \\(2,\\)"),
+    ],
+)
+def test_layer_budget_refuses_out_of_budget_actions(action_type, action, message):
+    from edit_gym.actions import InvalidActionError
+
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2, action_type=action_type, budget=2).unwrapped
+    obs, _ = env.reset(seed=0)
+    before = weights_hash(env)
+    with pytest.raises(InvalidActionError, match=message):
+        env.step(action)
+    assert weights_hash(env) == before and _same(env._observation(), obs)
+
+
+def test_slots_action_and_its_masks():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2, action_type="slots", budget=2).unwrapped
+    env.reset(seed=0)
+    masks = env.action_masks().reshape(2, 7)
+    assert masks.sum() == 13 and not masks[0, 6] and masks[1, 6]  # slot 0 may not pick "none"
+    _, _, _, _, info = env.step(np.array([4, 4]))  # a repeated pick is one candidate
+    assert info["layers_touched"] == 1
+    _, _, _, _, info = env.step(np.array([1, 6]))
+    assert info["layers_touched"] == 1
+    with pytest.raises(ValueError, match="needs a layer budget"):
+        gym.make("LifelongEdit-Tiny-v0", action_type="slots")
+    with pytest.raises(ValueError, match="budget 7 exceeds the 6 candidates"):
+        gym.make("LifelongEdit-Tiny-v0", action_type="slots", budget=7)
+
+
 def test_empty_mask_changes_nothing_but_the_step():
     env = gym.make("LifelongEdit-Tiny-Mask-v0", num_edits=2).unwrapped
     env.reset(seed=0)

@@ -12,12 +12,12 @@ from agents.hiedit import HiEditAgent, LayerStatsExtractor, make_training_env
 from agents.rledit import RLEditAgent, RLEditConfig
 
 
-@pytest.mark.parametrize("trainer", ["ppo", "sb3", "straight-through"])
+@pytest.mark.parametrize("trainer", ["ppo", "sb3", "maskable", "straight-through"])
 def test_train_save_load_predict(trainer, tmp_path):
     env = make_training_env("LifelongEdit-Tiny-v0", "ridge", trainer, num_edits=4)
     small = (
         {"n_steps": 16, "batch_size": 16}
-        if trainer == "sb3"
+        if trainer in ("sb3", "maskable")
         else {"num_steps": 8}
         if trainer == "ppo"
         else {}
@@ -29,7 +29,7 @@ def test_train_save_load_predict(trainer, tmp_path):
     obs, _ = env.reset(seed=3)
     a, _ = agent.predict(obs)
     b, _ = loaded.predict(obs)
-    if trainer != "sb3":
+    if trainer not in ("sb3", "maskable"):
         assert np.array_equal(a["mask"], b["mask"]) and np.array_equal(a["coef"], b["coef"])
     else:
         assert np.array_equal(a, b)
@@ -78,3 +78,22 @@ def test_straight_through_gradient_reaches_the_selector():
     assert head is not None and torch.isfinite(head).all() and float(head.abs().sum()) > 0
     assert all(torch.isfinite(g).all() for g in grads)
     assert int(info["layers_touched"]) == 2  # the hard top-K mask is what the env applied
+
+
+def test_maskable_selector_stays_within_its_budget(tmp_path):
+    """MaskablePPO on the `slots` action: every edit, in training and evaluation, touches 1..K."""
+    from edit_gym.cli import main
+
+    out = tmp_path / "maskable"
+    args = ["train", "hiedit", "--trainer", "maskable", "--low-level", "ridge", "--budget", "2"]
+    args += ["--env", "LifelongEdit-Tiny-v0", "--timesteps", "16", "--edits-per-sequence", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    meta = json.loads((out / "hiedit.json").read_text())
+    assert meta["trainer"] == "maskable" and meta["env_budget"] == 2 and meta["action_type"] == "slots"
+    result = tmp_path / "r.json"
+    ev = ["eval", "--agent", "hiedit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
+    assert main([*ev, "--edits", "6", "--no-extended", "--json", str(result)]) == 0
+    data = json.loads(result.read_text())
+    assert data["config"]["budget"] == 2
+    touched = [step["layers_touched"] for step in data["curve"]]
+    assert len(touched) == 6 and all(1 <= t <= 2 for t in touched), touched

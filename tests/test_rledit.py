@@ -211,6 +211,29 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert "needs --checkpoint" in capsys.readouterr().err
 
 
+def test_band_checkpoint_edits_its_own_band(tmp_path, capsys):
+    """`--layers` trains on a slice of the default candidates; the checkpoint brings that slice along."""
+    from edit_gym.cli import main
+
+    out = tmp_path / "band"
+    args = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--sequences", "1", "--layers", "1:3"]
+    assert main([*args, "--edits-per-sequence", "2", "--rank", "4", "--out", str(out)]) == 0
+    every = _env().unwrapped.candidate_names
+    env = _env(editor=f"rledit:{out}")
+    assert env.unwrapped.candidate_names == every[1:3]
+    env.reset(seed=0)
+    before = weights_hash(env)
+    env.step(all_candidates_action(env))
+    assert weights_hash(env) != before
+    untouched = [c for c in _env().unwrapped.candidates if c.name not in every[1:3]]
+    edited = dict(env.unwrapped.model.named_parameters())
+    assert all(torch.equal(edited[c.name + ".weight"], c.param) for c in untouched)
+    with pytest.raises(CheckpointError, match="trained for other candidate"):
+        _env(editor=f"rledit:{out}", candidates=every)  # explicit candidates must match the net
+    assert main([*args[:-2], "--layers", "3:1", "--edits-per-sequence", "2", "--out", str(out)]) == 2
+    assert "--layers '3:1'" in capsys.readouterr().err
+
+
 class _Payload:
     """Unpickling this would create a file: proof that code from the checkpoint ran."""
 

@@ -263,6 +263,25 @@ def load_hypernet(folder: str | Path, device: torch.device | str = "cpu") -> Hyp
     return net.to(device).eval()
 
 
+def trained_candidates(folder: str | Path) -> list[str]:
+    """The candidate module names a checkpoint was trained for (reads only its JSON metadata).
+
+    An env whose ``candidates`` are not given edits exactly these when its editor is the
+    checkpoint, so a net trained on a band of layers is used on that band.
+    """
+    meta_path = Path(folder) / META_FILE
+    try:
+        names = json.loads(meta_path.read_text())["config"]["candidates"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{folder} is not a readable RLEdit checkpoint folder ({type(err).__name__}: {err}); "
+            "train one with `edit-gym train rledit --out DIR`"
+        ) from None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{meta_path}: config.candidates is not a list of module names")
+    return names
+
+
 class LearnedRule:
     """A trained hypernet as an environment update rule (``editor="rledit:PATH"``)."""
 

@@ -246,6 +246,13 @@ BASE_RULES = {"ridge", "gradient", "memit"}  # plus "rledit:PATH", a trained hyp
 WRAPPERS = {"alphaedit", "rect", "prune"}
 
 
+def learned_checkpoint(spec: str) -> str | None:
+    """The checkpoint folder of a learned-rule spec (``rledit:PATH[+wrappers]``), else None."""
+    base = spec.split("+", 1)[0].strip()
+    kind, _, path = base.partition(":")
+    return path if kind == "rledit" and path else None
+
+
 class Editor:
     """A base rule followed by zero or more wrappers, chosen by a spec like ``"memit+alphaedit"``."""
 
@@ -256,7 +263,7 @@ class Editor:
             + ", rledit:CHECKPOINT_DIR; wrappers: "
             + ", ".join(sorted(WRAPPERS))
         )
-        learned = bool(parts) and parts[0].split(":", 1)[0] == "rledit"
+        learned = bool(parts) and parts[0].partition(":")[0] == "rledit"
         if learned and not parts[0].partition(":")[2]:
             raise ValueError(f"editor {spec!r}: a learned rule needs its checkpoint, as rledit:PATH")
         if not parts or not (learned or parts[0] in BASE_RULES):
