@@ -122,11 +122,19 @@ class HiEditAgent:
         self.model = model
 
     def learn(
-        self, total_timesteps: int, tb_log_dir: str | None = None, progress_bar: bool = False
+        self,
+        total_timesteps: int,
+        tb_log_dir: str | None = None,
+        progress_bar: bool = False,
+        callback=None,
     ) -> HiEditAgent:
+        """Train the selector. ``callback(global_step, policy, writer)`` (``ppo`` trainer only) runs
+        after every PPO update, e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``)."""
+        if callback is not None and self.trainer != "ppo":
+            raise ValueError(f"learn(callback=...) is supported by the ppo trainer, not {self.trainer}")
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
-            self.model.learn(total_timesteps)
+            self.model.learn(total_timesteps, callback=callback)
         elif self.trainer == "straight-through":
             self.model.learn(total_timesteps, tb_log_dir=tb_log_dir)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,16 @@ def _obs_tensor(obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def train(
-    args: Args, envs: gym.vector.VectorEnv | None = None, policy: Policy | None = None
+    args: Args,
+    envs: gym.vector.VectorEnv | None = None,
+    policy: Policy | None = None,
+    callback: Callable[[int, Policy, Any], None] | None = None,
 ) -> tuple[Policy, list[float]]:
-    """Run PPO; returns the policy and the episodic returns seen during training (in order)."""
+    """Run PPO; returns the policy and the episodic returns seen during training (in order).
+
+    ``callback(global_step, policy, writer)`` runs after every update (e.g. a held-out evaluation);
+    ``writer`` is the TensorBoard writer, or None.
+    """
     import random
 
     random.seed(args.seed)
@@ -325,6 +333,8 @@ def train(
             writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs)) if clipfracs else 0.0, global_step)
             writer.add_scalar("losses/explained_variance", explained, global_step)
             writer.add_scalar("charts/SPS", int(global_step / (time.time() - start)), global_step)
+        if callback is not None:
+            callback(global_step, policy, writer)
     if writer is not None:
         writer.close()
     return policy, ep_returns
@@ -377,9 +387,14 @@ class PPOAgent:
         self.args = args or Args()
         self.policy = policy or Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
 
-    def learn(self, total_timesteps: int, envs: gym.vector.VectorEnv | None = None) -> PPOAgent:
+    def learn(
+        self,
+        total_timesteps: int,
+        envs: gym.vector.VectorEnv | None = None,
+        callback: Callable[[int, Policy, Any], None] | None = None,
+    ) -> PPOAgent:
         self.args.total_timesteps = total_timesteps
-        self.policy, self.episodic_returns = train(self.args, envs, self.policy)
+        self.policy, self.episodic_returns = train(self.args, envs, self.policy, callback)
         return self
 
     def predict(self, obs: dict, state=None, episode_start=None, deterministic: bool = True):

@@ -97,3 +97,14 @@ def test_maskable_selector_stays_within_its_budget(tmp_path):
     assert data["config"]["budget"] == 2
     touched = [step["layers_touched"] for step in data["curve"]]
     assert len(touched) == 6 and all(1 <= t <= 2 for t in touched), touched
+
+
+def test_learn_callback_sees_every_update():
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "ppo", num_edits=4)
+    agent = HiEditAgent(env, "ppo", seed=0, num_steps=4, num_envs=2)
+    seen = []
+    agent.learn(24, callback=lambda step, policy, writer: seen.append((step, policy is agent.model.policy)))
+    assert seen == [(8, True), (16, True), (24, True)]
+    sb3 = HiEditAgent(make_training_env("LifelongEdit-Tiny-v0", "ridge", "sb3", num_edits=4), "sb3")
+    with pytest.raises(ValueError, match="supported by the ppo trainer"):
+        sb3.learn(8, callback=lambda *a: None)

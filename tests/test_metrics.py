@@ -84,3 +84,12 @@ def test_perplexity_of_a_uniform_model():
 
     assert perplexity(Uniform(), [[1, 2, 3, 4], [5, 6, 7, 8]], "cpu") == pytest.approx(VOCAB, rel=1e-5)
     assert perplexity(MODEL, [[1, 2, 3, 4]], "cpu") < 1.01  # the stub is almost sure of every next id
+
+
+def test_seed_interval_matches_a_hand_computation():
+    from edit_gym.stats import interval
+
+    mean, half = interval([1.0, 2.0, 3.0])  # sd 1, n 3, t(2) = 4.303
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert interval([5.0]) == (5.0, 0.0)
+    assert interval([1.0] * 40)[1] == 0.0
