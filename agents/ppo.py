@@ -385,7 +385,10 @@ class PPOAgent:
     def __init__(self, env: Any, args: Args | None = None, policy: Policy | None = None) -> None:
         self.env = env
         self.args = args or Args()
-        self.policy = policy or Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
+        if policy is None:
+            torch.manual_seed(self.args.seed)  # a seeded initial policy: runs with one seed are repeatable
+            policy = Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
+        self.policy = policy
 
     def learn(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from agents.ppo import Args, Policy, PPOAgent, train
 from tests.conftest import weights_hash
@@ -102,3 +103,11 @@ def test_autoreset_steps_are_not_learned_from():
     _, returns = train(args)
     # 8 steps with 2-step episodes: episodes end at steps 2, 5, 8 (each followed by a reset step)
     assert len(returns) == 3
+
+
+def test_same_seed_same_initial_policy():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2)
+    a, b = (PPOAgent(env, Args(seed=3)) for _ in range(2))
+    c = PPOAgent(env, Args(seed=4))
+    pa, pb, pc = (torch.cat([p.flatten() for p in x.policy.parameters()]) for x in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
