@@ -210,6 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         locality_reference=args.locality_reference,
         discount=args.discount,
         learning_rate=args.lr,
+        scalar_learning_rate=args.scalar_lr,
         rank=args.rank,
         seed=args.seed,
     )
@@ -303,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
     )
     tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    tr.add_argument(
+        "--scalar-lr",
+        type=float,
+        default=1e-2,
+        help="rledit: learning rate of the per-matrix log step and log ridge strength (default: %(default)s)",
+    )
     tr.add_argument(
         "--layers",
         help="rledit: train on a band of the default candidates, START:STOP (e.g. 8:16); "
