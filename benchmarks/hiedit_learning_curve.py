@@ -107,7 +107,8 @@ def write_markdown(data: dict, path: Path) -> None:
         f"- machine: {data['machine']}",
         f"- env {args['env']}, low level `{args['low_level']}`, trained on `{args['train_data']}` "
         f"({args['edits']}-edit episodes), held-out `{args['test_data']}` streams with seeds "
-        f"{args['eval_seeds']}; return = sum of the advantage reward over the episode; mean ± 95% "
+        f"{args['eval_seeds']}; return = sum of the advantage reward (w_sparse "
+        f"{args.get('w_sparse', 0.1)}) over the episode; mean ± 95% "
         "t-interval over the held-out seeds; random-K touches as many candidates as the learned selector.",
         f"- training: {data['seconds']:.0f} s.",
         "",
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--w-sparse", type=float, default=0.1, help="the env's sparsity weight (default 0.1)")
     parser.add_argument("--tensorboard", help="TensorBoard folder (training and eval curves)")
     parser.add_argument("--out", default="docs/hiedit_learning_curve", help="path stem for .json/.md/.png")
     parser.add_argument("--render-only", action="store_true", help="redraw the table and plot from the JSON")
