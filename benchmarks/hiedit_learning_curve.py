@@ -144,12 +144,9 @@ def main() -> None:
     if args.render_only:
         data = json.loads(out.with_suffix(".json").read_text())
     else:
-        train_env = make_training_env(
-            args.env, args.low_level, "ppo", dataset=args.train_data, num_edits=args.edits
-        )
-        test_env = make_training_env(
-            args.env, args.low_level, "ppo", dataset=args.test_data, num_edits=args.edits
-        )
+        common = {"num_edits": args.edits, "w_sparse": args.w_sparse}
+        train_env = make_training_env(args.env, args.low_level, "ppo", dataset=args.train_data, **common)
+        test_env = make_training_env(args.env, args.low_level, "ppo", dataset=args.test_data, **common)
         agent = HiEditAgent(train_env, "ppo", seed=args.seed, learning_rate=args.learning_rate)
         points: list[dict] = []
 

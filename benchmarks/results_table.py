@@ -105,7 +105,16 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-STREAM_KEYS = ("model", "dataset", "known_only", "num_edits", "edits_per_step", "candidates", "device", "dtype")
+STREAM_KEYS = (
+    "model",
+    "dataset",
+    "known_only",
+    "num_edits",
+    "edits_per_step",
+    "candidates",
+    "device",
+    "dtype",
+)
 
 
 def recorded_before(json_path: Path, config: dict, seed: int) -> dict | None:
