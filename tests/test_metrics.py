@@ -93,3 +93,28 @@ def test_seed_interval_matches_a_hand_computation():
     assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
     assert interval([5.0]) == (5.0, 0.0)
     assert interval([1.0] * 40)[1] == 0.0
+
+
+def test_head_on_answer_rows_equals_the_full_forward():
+    """The output head run on the answer positions only gives the full forward's logits there."""
+    import gymnasium as gym
+
+    from edit_gym.editing.capture import capture
+    from edit_gym.editing.scores import answer_logprobs
+
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2).unwrapped
+    env.reset(seed=0)
+    reqs = env.stream
+    batch = env.encoder.encode(
+        [(r.prompt, r.target_new) for r in reqs] + [(p.prompt, p.answer) for p in reqs[0].neighbourhood]
+    )
+    full = torch.log_softmax(
+        env.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        .logits[batch.answer_mask]
+        .float(),
+        -1,
+    )
+    assert torch.allclose(answer_logprobs(env.model, batch), full, atol=1e-5)
+    cap = capture(env.model, env.candidates, batch)
+    loss = torch.nn.functional.cross_entropy(full, batch.labels[batch.answer_mask], reduction="none")
+    assert torch.allclose(cap.token_loss, loss, atol=1e-5)

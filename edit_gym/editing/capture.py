@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from edit_gym.candidates import Candidate
+from edit_gym.editing.scores import answer_logits
 from edit_gym.tokens import TokenBatch
 
 
@@ -49,11 +50,9 @@ def capture(model: torch.nn.Module, candidates: list[Candidate], batch: TokenBat
     try:
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
-            logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
-            answer_logits = logits[mask].float()
-            token_loss = torch.nn.functional.cross_entropy(
-                answer_logits, batch.labels[mask], reduction="none"
-            )
+            logits = answer_logits(model, mask, inputs_embeds=embeds, attention_mask=batch.attention_mask)
+            logits = logits.float()
+            token_loss = torch.nn.functional.cross_entropy(logits, batch.labels[mask], reduction="none")
             token_loss.sum().backward()
     finally:
         for h in handles:
@@ -67,6 +66,6 @@ def capture(model: torch.nn.Module, candidates: list[Candidate], batch: TokenBat
         keys=[k.float() for k in inputs],
         grads=grads,
         token_loss=token_loss.detach(),
-        correct=(answer_logits.argmax(-1) == batch.labels[mask]).detach(),
+        correct=(logits.argmax(-1) == batch.labels[mask]).detach(),
         owner=batch.owner,
     )

@@ -20,14 +20,39 @@ from edit_gym.tokens import PairEncoder, TokenBatch
 REFERENCE_TOP_K = 32
 
 
+# config fields of models whose output head is followed by a transformation of the logits; for
+# them the head runs the model's own way (on every position)
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_logits_scaling")
+
+
+def answer_logits(model: torch.nn.Module, mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+    """Logits (N, V) at the positions ``mask`` selects, in the model's dtype.
+
+    Only the answer positions need the output head, so it runs on those N rows instead of every
+    position (a B x T x V tensor); with a vocabulary of 49k and prompts of ~20 tokens that is most
+    of the head's cost. Models whose logits are transformed after the head (soft-capping, scaling)
+    or that expose no base model and head take the full forward.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(model, "base_model", None)
+    config = getattr(model, "config", None)
+    plain = not any(getattr(config, name, None) not in (None, 1.0) for name in LOGIT_TRANSFORMS)
+    if head is None or base is None or base is model or not plain:
+        return model(**inputs).logits[mask]
+    hidden = base(**inputs).last_hidden_state
+    return head(hidden[mask])
+
+
 def answer_logprobs(model: torch.nn.Module, batch: TokenBatch, *, grad: bool = False) -> torch.Tensor:
     """Log-probabilities (N, V) at the answer positions of ``batch``, float32.
 
     ``grad=True`` keeps the autograd graph (for losses differentiated with respect to weights).
     """
     with torch.set_grad_enabled(grad):
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return torch.log_softmax(logits[batch.answer_mask].float(), dim=-1)
+        logits = answer_logits(
+            model, batch.answer_mask, input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        )
+        return torch.log_softmax(logits.float(), dim=-1)
 
 
 @dataclass
