@@ -44,6 +44,15 @@ def test_teacher_forced_accuracy_per_prompt():
     assert accuracy(MODEL, ENC, [("1 2", "3 5"), ("4", "5 6 7")]) == [0.5, 1.0]
 
 
+def test_scores_keep_the_order_of_pairs_across_length_sorted_batches():
+    pairs = [("1 2 3 4 5", "6 8"), ("1", "2"), ("4 5 6", "9"), ("2", "3 4 5"), ("7 8", "9 1")]
+    expected = [accuracy(MODEL, ENC, [p])[0] for p in pairs]
+    assert expected == [0.5, 1.0, 0.0, 1.0, 0.5]  # (8 -> 9 right, 9 -> 10 not 1)
+    assert accuracy(MODEL, ENC, pairs, batch_size=2) == expected
+    logps = sequence_logprob(MODEL, ENC, pairs, batch_size=2)
+    assert logps == [sequence_logprob(MODEL, ENC, [p])[0] for p in pairs]
+
+
 def test_sequence_logprob_and_new_vs_true():
     right, wrong = sequence_logprob(MODEL, ENC, [("1 2", "3"), ("1 2", "7")])
     p_right = math.exp(4) / (math.exp(4) + (VOCAB - 1) * math.exp(-4))

@@ -74,28 +74,35 @@ def pair_slices(batch: TokenBatch) -> list[slice]:
 
 
 def batched(model, encoder: PairEncoder, pairs: list[tuple[str, str]], batch_size: int, device):
-    """Yield (pairs chunk, its batch, its answer log-probs)."""
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        batch = encoder.encode(chunk, device=device)
-        yield chunk, batch, answer_logprobs(model, batch)
+    """Yield (indices into ``pairs``, their batch, its answer log-probs), pairs grouped by length.
+
+    Pairs of similar length share a batch, so little of each batch is padding; callers put each
+    result back at its index, so the order of their outputs is the order of ``pairs``.
+    """
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        batch = encoder.encode([pairs[j] for j in idx], device=device)
+        yield idx, batch, answer_logprobs(model, batch)
 
 
 def accuracy(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
     """Per pair, the fraction of answer tokens predicted top-1 (teacher-forced)."""
-    out: list[float] = []
-    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+    out = [0.0] * len(pairs)
+    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
         hits = (logp.argmax(-1) == batch.labels[batch.answer_mask]).float()
-        out.extend(float(hits[s].mean()) for s in pair_slices(batch))
+        for j, s in zip(idx, pair_slices(batch), strict=True):
+            out[j] = float(hits[s].mean())
     return out
 
 
 def references(model, encoder, pairs, *, k: int = REFERENCE_TOP_K, batch_size: int = 64, device="cpu"):
     """Per pair, the model's top-k distribution at each answer position (on the CPU)."""
-    out: list[Reference] = []
-    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+    out: list[Reference | None] = [None] * len(pairs)
+    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
         top = logp.topk(k, dim=-1)
-        out.extend(Reference(top.indices[s].cpu(), top.values[s].cpu()) for s in pair_slices(batch))
+        for j, s in zip(idx, pair_slices(batch), strict=True):
+            out[j] = Reference(top.indices[s].cpu(), top.values[s].cpu())
     return out
 
 
@@ -113,17 +120,18 @@ def drift_from_reference(logp: torch.Tensor, ref: Reference) -> tuple[float, flo
 
 def drift(model, encoder, pairs, refs: list[Reference], *, batch_size: int = 64, device="cpu"):
     """Per pair, (KL to the reference, agreement with the reference)."""
-    out: list[tuple[float, float]] = []
-    for j, (_, batch, logp) in enumerate(batched(model, encoder, pairs, batch_size, device)):
-        for s, ref in zip(pair_slices(batch), refs[j * batch_size : (j + 1) * batch_size], strict=True):
-            out.append(drift_from_reference(logp[s], ref))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(pairs)
+    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
+        for j, s in zip(idx, pair_slices(batch), strict=True):
+            out[j] = drift_from_reference(logp[s], refs[j])
     return out
 
 
 def sequence_logprob(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
     """Per pair, the summed log-probability of its answer tokens (teacher-forced)."""
-    out: list[float] = []
-    for _, batch, logp in batched(model, encoder, pairs, batch_size, device):
+    out = [0.0] * len(pairs)
+    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
         token = logp.gather(1, batch.labels[batch.answer_mask][:, None])[:, 0]
-        out.extend(float(token[s].sum()) for s in pair_slices(batch))
+        for j, s in zip(idx, pair_slices(batch), strict=True):
+            out[j] = float(token[s].sum())
     return out
