@@ -147,6 +147,27 @@ def test_alphaedit_leaves_preserved_keys_unchanged():
     assert float((keys @ later.T).abs().max()) < 1e-5 and float((preserved @ later.T).abs().max()) < 1e-5
 
 
+def test_alphaedit_basis_stays_orthonormal_when_keys_repeat():
+    """Keys nearly inside the preserved span must not add noise directions: the projection would
+    stop being one and amplify (this made SmolLM2 explode after ~57 edits of a 839-edit stream)."""
+    from edit_gym.editing.rules import AlphaEditWrapper
+
+    torch.manual_seed(0)
+    d = 64
+    basis = torch.linalg.qr(torch.randn(d, d))[0]
+    cov = (basis * torch.cat([torch.full((16,), 100.0), torch.full((48,), 1e-4)])) @ basis.T
+    wrapper = AlphaEditWrapper(_context(torch.randn(4, d), cov))
+    repeated = torch.randn(3, d) * 50
+    for t in range(40):
+        keys = repeated + 1e-5 * torch.randn(3, d) if t % 2 else torch.randn(3, d) * 50
+        wrapper.record(0, keys)
+        q = wrapper._edited[0]
+        assert len(q) <= 48  # never more directions than the null space holds
+        assert float((q @ q.T - torch.eye(len(q))).abs().max()) < 1e-4
+        x = torch.randn(50, d)
+        assert float((wrapper._project(0, x).norm(dim=1) / x.norm(dim=1)).max()) <= 1.0 + 1e-4
+
+
 def test_alphaedit_closed_form_reaches_targets_in_the_null_space():
     from edit_gym.editing.rules import AlphaEditWrapper, Editor, desired_change
 

@@ -134,6 +134,9 @@ class CovarianceRule:
         return Update(left, z)
 
 
+RECORD_TOLERANCE = 1e-3  # AlphaEdit: an edited key's new direction counts if its residual is above this
+
+
 @dataclass
 class AlphaEditWrapper:
     """Null-space projection (AlphaEdit): updates cannot move outputs on preserved keys.
@@ -183,14 +186,23 @@ class AlphaEditWrapper:
         return Update(torch.linalg.solve(gram, desired).T, projected)
 
     def record(self, j: int, keys: torch.Tensor) -> None:
-        """Add the edit's keys (projected into the null space) to the preserved basis."""
-        new = self._project(j, keys)
-        q = self._edited.get(j)
+        """Add the edit's keys (projected into the null space) to the preserved basis.
+
+        The basis must stay orthonormal, or ``x - (x Q^T) Q`` stops being a projection and
+        amplifies instead (a key nearly inside the span leaves a residual that is mostly rounding
+        noise, pointing anywhere). So: project twice (what rounding left of the old directions goes),
+        keep only directions whose residual is above ``RECORD_TOLERANCE`` of the keys' own norm, and
+        orthogonalize the kept ones once more against everything preserved.
+        """
+        new = self._project(j, self._project(j, keys))
         basis, r = torch.linalg.qr(new.T)  # d_in x N
-        keep = r.diagonal().abs() > 1e-6 * max(float(r.diagonal().abs().max()), 1e-30)
-        basis = basis[:, keep].T
-        if basis.numel():
-            self._edited[j] = basis if q is None else torch.cat([q, basis])
+        scale = float(keys.norm(dim=1).max())
+        keep = r.diagonal().abs() > RECORD_TOLERANCE * max(scale, 1e-30)
+        if not bool(keep.any()):
+            return
+        basis = torch.linalg.qr(self._project(j, basis[:, keep].T).T)[0].T
+        q = self._edited.get(j)
+        self._edited[j] = basis if q is None else torch.cat([q, basis])
 
     def reset(self) -> None:
         self._edited.clear()
