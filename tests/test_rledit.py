@@ -170,11 +170,13 @@ def test_bad_checkpoints_are_refused(tmp_path):
         gym.make("LifelongEdit-Tiny-v0", editor=f"rledit:{path}")
     with pytest.raises(ValueError, match="needs its checkpoint"):
         gym.make("LifelongEdit-Tiny-v0", editor="rledit")
-    # a net trained for other candidates does not load into this env
+    # a net trained for other candidates does not load into an env given its own candidates
     other = RLEditAgent(_env(candidates=["model.layers.0.mlp.down_proj"]), RLEditConfig(rank=4))
     other_path = other.save(tmp_path / "other")
     with pytest.raises(CheckpointError, match="other candidate matrices"):
-        gym.make("LifelongEdit-Tiny-v0", editor=f"rledit:{other_path}")
+        gym.make(
+            "LifelongEdit-Tiny-v0", editor=f"rledit:{other_path}", candidates=env.unwrapped.candidate_names
+        )
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
