@@ -179,12 +179,33 @@ def test_alphaedit_closed_form_reaches_targets_in_the_null_space():
     ctx = _context(weight, cov)
     keys, grads = torch.randn(3, 16), torch.randn(3, 4)
     d = desired_change(keys, grads, 1.0)
-    dw = AlphaEditWrapper(ctx).solve(0, keys, d, log_lambda=-20.0).matrix()
+    dw = AlphaEditWrapper(ctx, ridge_floor=0.0).solve(0, keys, d, log_lambda=-20.0).matrix()
     torch.testing.assert_close(keys @ dw.T, d, rtol=1e-3, atol=1e-3)  # each key gets its change
     assert float((preserved @ dw.T).abs().max()) < 1e-4  # and ordinary text none
     memit = Editor("memit+alphaedit", ctx).update(0, keys, grads, weight).matrix()
     ridge = Editor("ridge+alphaedit", ctx).update(0, keys, grads, weight).matrix()
     torch.testing.assert_close(memit, ridge)  # P takes C0's place
+
+
+def test_alphaedit_edits_a_mostly_preserved_key_little():
+    """The ridge floor (relative to the key scale) bounds the update of a key whose residual outside
+    the preserved span is small: at most 1 / (2 sqrt(floor)) times the plain ridge update."""
+    from edit_gym.editing.rules import AlphaEditWrapper, RidgeRule, desired_change
+
+    torch.manual_seed(4)
+    basis = torch.linalg.qr(torch.randn(16, 16))[0]
+    preserved = torch.randn(300, 6) @ basis[:, :6].T
+    weight = torch.randn(4, 16)
+    ctx = _context(weight, preserved.T @ preserved / 300)
+    key = 50 * basis[:, 0] + 0.5 * basis[:, 10]  # 1% of its norm outside the preserved span
+    keys, grads = key[None], torch.randn(1, 4)
+    d = desired_change(keys, grads, 1.0)
+    ridge = RidgeRule(1.0).update(0, keys, grads, weight).matrix()
+    floored = AlphaEditWrapper(ctx).solve(0, keys, d, log_lambda=0.0).matrix()
+    unfloored = AlphaEditWrapper(ctx, ridge_floor=0.0).solve(0, keys, d, log_lambda=0.0).matrix()
+    assert float(unfloored.norm() / ridge.norm()) > 20  # what exploded: |k| / 2 times ridge's norm
+    assert float(floored.norm() / ridge.norm()) <= 5.0 + 1e-3
+    assert float((preserved @ floored.T).abs().max()) < 1e-3
 
 
 def test_rect_keeps_the_largest_relative_entries():

@@ -135,6 +135,7 @@ class CovarianceRule:
 
 
 RECORD_TOLERANCE = 1e-3  # AlphaEdit: an edited key's new direction counts if its residual is above this
+ALPHA_RIDGE_FLOOR = 1e-2  # AlphaEdit: ridge strength floor, relative to the keys' mean squared norm
 
 
 @dataclass
@@ -148,6 +149,7 @@ class AlphaEditWrapper:
 
     context: RuleContext
     null_threshold: float = 1e-2
+    ridge_floor: float = ALPHA_RIDGE_FLOOR
     name: str = "alphaedit"
     _projector: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _edited: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -179,10 +181,18 @@ class AlphaEditWrapper:
         The projection takes over the role of MEMIT's C0 (that is the method: projecting a solve that
         already weighs by C0^-1 would amplify exactly the directions P keeps), so ``memit+alphaedit``
         and ``ridge+alphaedit`` are the same rule.
+
+        The ridge strength is at least ``ridge_floor`` times the keys' mean squared norm. A key
+        that lies mostly in the preserved span leaves a small residual |kP|; with an absolute strength
+        of 1 against key norms of ~50, the solve writes |D| |kP| / (|kP|^2 + 1) along that residual,
+        up to |k| / 2 times the plain ridge update, and it reaches every other input with a component
+        there (SmolLM2 exploded at edit ~50 of a CounterFact stream). Relative to the key scale the
+        update is at most 1 / (2 sqrt(floor)) = 5 times ridge's, and a mostly-preserved key is edited
+        little, as the method intends.
         """
         projected = self._project(j, keys)  # K P
         gram = projected @ keys.T
-        gram.diagonal().add_(math.exp(log_lambda))
+        gram.diagonal().add_(max(math.exp(log_lambda), self.ridge_floor * float(keys.pow(2).sum(1).mean())))
         return Update(torch.linalg.solve(gram, desired).T, projected)
 
     def record(self, j: int, keys: torch.Tensor) -> None:
