@@ -27,6 +27,7 @@ from filelock import FileLock
 
 from agents import BASELINES
 from edit_gym.cache import atomic_write_text
+from edit_gym.config import EnvConfig
 from edit_gym.env import LifelongEditEnv
 from edit_gym.runner import run_episode
 
@@ -133,6 +134,19 @@ def recorded_before(json_path: Path, config: dict, seed: int) -> dict | None:
     return None
 
 
+def _run_key(run: dict) -> str:
+    """What makes two runs the same cell: the full env config (options added to the env since a run
+    was recorded count at their defaults), the agent and the seed."""
+    config = {**asdict(EnvConfig()), **run["config"]}
+    return json.dumps([config, run["agent"], run["seed"]], sort_keys=True)
+
+
+def latest_runs(runs: list[dict]) -> list[dict]:
+    """One run per cell, the most recently recorded one (a rerun replaces what it reran)."""
+    latest = {_run_key(r): r for r in runs}
+    return list(latest.values())
+
+
 def save_run(json_path: Path, markdown: Path, result: dict) -> None:
     """Merge one run into the JSON (replacing the same config, agent and seed) and re-render.
 
@@ -140,9 +154,7 @@ def save_run(json_path: Path, markdown: Path, result: dict) -> None:
     """
     with FileLock(str(json_path) + ".lock"):
         runs = json.loads(json_path.read_text()) if json_path.exists() else []
-        same = (result["config"], result["agent"], result["seed"])
-        runs = [r for r in runs if (r["config"], r["agent"], r["seed"]) != same]
-        runs.append(result)
+        runs = latest_runs([*runs, result])
         atomic_write_text(json_path, json.dumps(runs, indent=1))
         write_markdown(runs, markdown, result["command"])
 
@@ -165,7 +177,9 @@ def main() -> None:
     command = "python benchmarks/results_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path = Path(args.json)
     if args.render_only:
-        runs = json.loads(json_path.read_text())
+        with FileLock(str(json_path) + ".lock"):
+            runs = latest_runs(json.loads(json_path.read_text()))
+            atomic_write_text(json_path, json.dumps(runs, indent=1))
         write_markdown(runs, Path(args.markdown), runs[-1].get("command", command))
         return
     if args.fresh:
