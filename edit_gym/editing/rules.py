@@ -268,10 +268,15 @@ BASE_RULES = {"ridge", "gradient", "memit"}  # plus "rledit:PATH", a trained hyp
 WRAPPERS = {"alphaedit", "rect", "prune"}
 
 
+def _spec_parts(spec: str) -> list[str]:
+    """``"rule+wrapper+..."`` as its non-empty parts, stripped."""
+    return [p.strip() for p in spec.split("+") if p.strip()]
+
+
 def learned_checkpoint(spec: str) -> str | None:
     """The checkpoint folder of a learned-rule spec (``rledit:PATH[+wrappers]``), else None."""
-    base = spec.split("+", 1)[0].strip()
-    kind, _, path = base.partition(":")
+    parts = _spec_parts(spec)
+    kind, _, path = parts[0].partition(":") if parts else ("", "", "")
     return path if kind == "rledit" and path else None
 
 
@@ -279,14 +284,15 @@ class Editor:
     """A base rule followed by zero or more wrappers, chosen by a spec like ``"memit+alphaedit"``."""
 
     def __init__(self, spec: str, context: RuleContext, **params: float) -> None:
-        parts = [p.strip() for p in spec.split("+") if p.strip()]
+        parts = _spec_parts(spec)
         known = (
             ", ".join(sorted(BASE_RULES))
             + ", rledit:CHECKPOINT_DIR; wrappers: "
             + ", ".join(sorted(WRAPPERS))
         )
+        checkpoint = learned_checkpoint(spec)
         learned = bool(parts) and parts[0].partition(":")[0] == "rledit"
-        if learned and not parts[0].partition(":")[2]:
+        if learned and checkpoint is None:
             raise ValueError(f"editor {spec!r}: a learned rule needs its checkpoint, as rledit:PATH")
         if not parts or not (learned or parts[0] in BASE_RULES):
             raise ValueError(f"unknown editor {spec!r} (rules: {known})")
@@ -301,7 +307,7 @@ class Editor:
         if learned:
             from edit_gym.editing.hypernet import LearnedRule
 
-            self.rule = LearnedRule.from_checkpoint(base.split(":", 1)[1], context.candidates)
+            self.rule = LearnedRule.from_checkpoint(checkpoint, context.candidates)
         elif base == "ridge":
             self.rule = RidgeRule(params.get("step_size", 1.0), params.get("log_lambda", 0.0))
         elif base == "gradient":
