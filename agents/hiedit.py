@@ -31,6 +31,7 @@ import gymnasium as gym
 import torch
 
 from edit_gym.cache import atomic_write_folder
+from edit_gym.tensorboard_layout import step_scalars
 
 TRAINERS = ("ppo", "sb3", "maskable", "straight-through")
 ACTION_TYPE = {"ppo": "dict", "sb3": "mask", "maskable": "slots", "straight-through": "dict"}
@@ -138,11 +139,13 @@ class HiEditAgent:
         elif self.trainer == "straight-through":
             self.model.learn(total_timesteps, tb_log_dir=tb_log_dir)
         else:
+            from agents.callbacks import EditMetricsCallback
+
             if tb_log_dir:
                 from stable_baselines3.common.logger import configure
 
                 self.model.set_logger(configure(tb_log_dir, ["tensorboard"]))
-            self.model.learn(total_timesteps, progress_bar=progress_bar)
+            self.model.learn(total_timesteps, progress_bar=progress_bar, callback=EditMetricsCallback())
         return self
 
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
@@ -315,7 +318,8 @@ class StraightThroughSelector:
             self.optimizer.step()
             if writer is not None:
                 writer.add_scalar("losses/post_edit_loss", info["loss"], step)
-                writer.add_scalar("charts/reward", info["reward"], step)
+                for tag, value in step_scalars(info, info["reward"]).items():  # the shared layout
+                    writer.add_scalar(tag, value, step)
             if info["terminated"]:
                 episode += 1
                 obs, _ = self.env.reset(seed=self.seed + episode)

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
+from edit_gym.tensorboard_layout import StepAverager
+
 
 @dataclass
 class Args:
@@ -235,6 +237,7 @@ def train(
     values = torch.zeros((t_steps, n))
 
     global_step, start = 0, time.time()
+    step_stats = StepAverager()
     next_obs, _ = envs.reset(seed=args.seed)
     next_obs = _obs_tensor(next_obs)
     resetting = np.zeros(n, dtype=bool)  # the next step of this sub-env is an autoreset step
@@ -254,7 +257,8 @@ def train(
             mask_buf[step], coef_buf[step] = action["mask"], action["coef"]
             logprobs[step], values[step] = logprob, value
             valid[step] = torch.as_tensor(~resetting, dtype=torch.float32)
-            obs, reward, terminated, truncated, _ = envs.step(to_env_action(action))
+            obs, reward, terminated, truncated, infos = envs.step(to_env_action(action))
+            step_stats.add_vector(infos, reward, ~resetting)
             done = np.logical_and(np.logical_or(terminated, truncated), ~resetting)
             rewards[step] = torch.as_tensor(np.where(resetting, 0.0, reward), dtype=torch.float32)
             dones[step] = torch.as_tensor(done, dtype=torch.float32)
@@ -324,8 +328,8 @@ def train(
             var_y = b_returns.var()
             explained = float("nan") if var_y == 0 else float(1 - (b_returns - b_values).var() / var_y)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/mask_density", float(b_mask.mean()), global_step)
-            writer.add_scalar("charts/coef_magnitude", float(b_coef.abs().mean()), global_step)
+            for tag, value in step_stats.flush().items():  # reward/*, edit/*, action/* (shared layout)
+                writer.add_scalar(tag, value, global_step)
             writer.add_scalar("losses/policy_loss", float(pg_loss.detach()), global_step)
             writer.add_scalar("losses/value_loss", float(v_loss.detach()), global_step)
             writer.add_scalar("losses/entropy", float(entropy_loss.detach()), global_step)

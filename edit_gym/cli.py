@@ -3,6 +3,7 @@
 edit-gym envs
 edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
+edit-gym plot RUN.json [--out DIR]
 edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--layers A:B] [--seed S] --out DIR
 edit-gym train hiedit --trainer ppo|sb3|maskable|straight-through --low-level DIR --env ID [--budget K] [--timesteps N] --out DIR2
 """
@@ -89,7 +90,14 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     _announce(args.env)
     env = gym.make(args.env, final_eval=False, **env_kwargs)
     agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
-    result = run_episode(env, agent, args.seed, extended=not getattr(args, "no_extended", False))
+    result = run_episode(
+        env,
+        agent,
+        args.seed,
+        extended=not getattr(args, "no_extended", False),
+        retention_points=getattr(args, "retention_points", 0),
+        samples=getattr(args, "samples", 0),
+    )
     result["agent"] = args.agent
     inner = env.unwrapped
     print()
@@ -106,7 +114,32 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
 
         atomic_write_text(Path(args.json), json.dumps(result, indent=2))
         print(f"wrote {args.json}")
+    if getattr(args, "plots", None):
+        from edit_gym.plots import save_plots
+
+        for path in save_plots(result, args.plots).values():
+            print(f"wrote {path}")
+    if getattr(args, "tensorboard", None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        from edit_gym.tensorboard_layout import log_run
+
+        with SummaryWriter(args.tensorboard) as writer:
+            log_run(writer, result)
+        print(f"wrote TensorBoard run {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     env.close()
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edit_gym.plots import load_result, save_plots
+
+    result = load_result(args.run)
+    out = args.out or str(Path(args.run).with_suffix("")) + "_plots"
+    for path in save_plots(result, out).values():
+        print(f"wrote {path}")
     return 0
 
 
@@ -262,7 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
     ev.add_argument("--no-extended", action="store_true", help="skip fluency and perplexity (faster)")
     ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
+    ev.add_argument(
+        "--retention-points",
+        type=int,
+        default=10,
+        help="measure every earlier edit at K evenly spaced steps, for the retention matrix (default: %(default)s; 0: off)",
+    )
+    ev.add_argument(
+        "--samples",
+        type=int,
+        default=5,
+        help="greedy outputs before/after on the first N prompts (default: %(default)s)",
+    )
+    ev.add_argument("--plots", help="write the run's PNG figures to this folder")
+    ev.add_argument("--tensorboard", help="write the run to this TensorBoard folder")
     ev.set_defaults(func=_cmd_eval)
+    pl = sub.add_parser("plot", help="draw the PNG figures of an evaluation JSON (from eval --json)")
+    pl.add_argument("run", help="evaluation JSON written by `edit-gym eval --json`")
+    pl.add_argument("--out", help="folder for the PNGs (default: next to RUN, RUN_plots/)")
+    pl.set_defaults(func=_cmd_plot)
     tr = sub.add_parser("train", help="train a learned editor (rledit) and write a checkpoint folder")
     tr.add_argument("agent", choices=("rledit", "hiedit"), help="what to train")
     tr.add_argument(
@@ -334,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "edits", 1) < 1:
         parser.error("--edits must be a positive integer")
+    if getattr(args, "retention_points", 0) < 0 or getattr(args, "samples", 0) < 0:
+        parser.error("--retention-points and --samples must be >= 0")
     try:
         return args.func(args)
     except (ValueError, TypeError) as err:

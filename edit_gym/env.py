@@ -420,6 +420,8 @@ class LifelongEditEnv(gym.Env):
             "layers_touched": len(selected),
             "touched_fraction": touched,
             "edit_index": self._t * self.cfg.edits_per_step,
+            "edited_candidates": [int(j) for j in selected],
+            "coef_magnitude": float(np.abs(coef[selected]).mean()) if len(selected) else 0.0,
             "fault": fault,
         }
         if terminated:
@@ -531,6 +533,47 @@ class LifelongEditEnv(gym.Env):
             out["fluency"] = fluency(self.model, tok, [r.prompt for r in reqs[:32]], device)
             out["perplexity"] = perplexity(self.model, self._heldout_samples(), device)
         return out
+
+    def edit_efficacies(self) -> list[float]:
+        """Efficacy of each edit applied so far, in stream order, on the current weights.
+
+        Called at a few points of an episode, these rows make the retention matrix (edit i measured
+        after edit j) of :func:`edit_gym.runner.run_episode`.
+        """
+        from edit_gym.editing.scores import accuracy
+
+        idx = [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
+        pairs = [(self._requests[i].prompt, self._requests[i].target_new) for i in idx]
+        if not pairs:
+            return []
+        return accuracy(self.model, self._state.encoder, pairs, device=self._state.backbone.device)
+
+    def sample_outputs(self, count: int = 5, max_new_tokens: int = 8) -> list[dict[str, str]]:
+        """Greedy outputs of the current weights on the first ``count`` prompts of the stream.
+
+        Call after ``reset`` for the pre-edit outputs and after the stream for the edited ones;
+        the rows feed the sample-edits table of the TensorBoard run and of the plots.
+        """
+        from edit_gym.evaluation import greedy_continuations
+
+        if count < 0 or max_new_tokens < 1:
+            raise ValueError(f"count must be >= 0 and max_new_tokens >= 1, got {count}, {max_new_tokens}")
+        reqs = [self._requests[int(i)] for i in self._stream[:count]]
+        if not reqs:
+            return []
+        tok = self._state.backbone.tokenizer
+        ids = greedy_continuations(
+            self.model, tok, [r.prompt for r in reqs], self._state.backbone.device, max_new_tokens
+        )
+        return [
+            {
+                "prompt": r.prompt,
+                "target_new": r.target_new,
+                "target_true": r.target_true or "",
+                "output": tok.decode(seq, skip_special_tokens=True),
+            }
+            for r, seq in zip(reqs, ids, strict=True)
+        ]
 
     def _heldout_samples(self) -> list[list[int]]:
         """The pre-edit model's held-out samples (drawn once, on pristine weights, at the first call)."""

@@ -79,8 +79,11 @@ def ngram_entropy(
 
 
 @torch.no_grad()
-def fluency(model, tokenizer, prompts: list[str], device, max_new_tokens: int = 32) -> float:
-    """Mean n-gram entropy of greedy continuations of ``prompts`` (generated one batch, left-padded)."""
+@torch.no_grad()
+def greedy_continuations(
+    model, tokenizer, prompts: list[str], device, max_new_tokens: int
+) -> list[list[int]]:
+    """Token ids of the greedy continuation of each prompt (one batch, left-padded)."""
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -90,7 +93,12 @@ def fluency(model, tokenizer, prompts: list[str], device, max_new_tokens: int = 
     gen = model.generate(
         **enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id
     )
-    new = gen[:, enc["input_ids"].shape[1] :].tolist()
+    return gen[:, enc["input_ids"].shape[1] :].tolist()
+
+
+def fluency(model, tokenizer, prompts: list[str], device, max_new_tokens: int = 32) -> float:
+    """Mean n-gram entropy of greedy continuations of ``prompts``."""
+    new = greedy_continuations(model, tokenizer, prompts, device, max_new_tokens)
     return float(np.mean([ngram_entropy(seq) for seq in new]))
 
 

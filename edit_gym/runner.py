@@ -19,6 +19,9 @@ from edit_gym.evaluation import FIRST_N, PROTOCOL
 
 CURVE_KEYS = (
     "reward",
+    "reward_edit",
+    "reward_locality",
+    "reward_sparsity",
     "edit_loss_before",
     "edit_loss_after",
     "efficacy",
@@ -36,16 +39,28 @@ def run_episode(
     extended: bool = True,
     progress: bool = True,
     before: dict | None = None,
+    retention_points: int = 0,
+    samples: int = 0,
 ) -> dict:
     """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not).
 
     ``before`` may pass the pre-edit scores of the same stream from an earlier run (same model,
-    dataset, length and seed) to skip recomputing them.
+    dataset, length and seed) to skip recomputing them. ``retention_points=K`` measures every edit
+    made so far at K evenly spaced steps (the last one after the stream): row r of
+    ``result["retention"]["efficacy"]`` holds edit i's efficacy after edit
+    ``result["retention"]["after_edit"][r]``. ``samples=S`` records the greedy outputs on the
+    first S prompts before and after the stream. Neither changes the edits, only adds passes.
     """
+    if retention_points < 0 or samples < 0:
+        raise ValueError(f"retention_points and samples must be >= 0, got {retention_points}, {samples}")
     inner = env.unwrapped
     obs, _ = env.reset(seed=seed)
     if before is None:
         before = inner.evaluate("stream", extended=extended)
+    outputs_before = inner.sample_outputs(samples) if samples else []
+    steps = inner.num_steps
+    checkpoints = {-(-r * steps // retention_points) for r in range(1, retention_points + 1)}
+    retention: dict[str, list] = {"after_edit": [], "efficacy": []}
     curve: list[dict] = []
     seconds = 0.0
     terminated = False
@@ -61,14 +76,28 @@ def run_episode(
                     "edit_index": info["edit_index"],
                     "seconds": step_seconds,
                     **{k: float(info[k] if k != "reward" else reward) for k in CURVE_KEYS},
+                    "edited_candidates": list(info["edited_candidates"]),
+                    "coef_magnitude": float(info["coef_magnitude"]),
                 }
             )
+            if len(curve) in checkpoints or (retention_points and info.get("fault")):
+                retention["after_edit"].append(info["edit_index"])
+                retention["efficacy"].append(inner.edit_efficacies())
             bar.update(1)
             bar.set_postfix(eff=f"{info['efficacy']:.2f}", loss=f"{info['edit_loss_after']:.2f}")
             if info.get("fault"):
                 break
     final = inner.evaluate("edited", extended=extended)
     edits = curve[-1]["edit_index"] if curve else 0
+    outputs_after = inner.sample_outputs(samples) if samples else []
+    sample_rows = [
+        {
+            **{k: v for k, v in b.items() if k != "output"},
+            "output_before": b["output"],
+            "output_after": a["output"],
+        }
+        for b, a in zip(outputs_before, outputs_after, strict=True)
+    ]
     return {
         "config": asdict(inner.cfg),
         "env_id": inner.spec.id if inner.spec else None,
@@ -89,7 +118,10 @@ def run_episode(
         "touched_fraction": float(np.mean([c["layers_touched"] for c in curve])) / inner.num_candidates,
         "seconds_per_edit": seconds / max(edits, 1),
         "fault": info.get("fault", "") if curve else "",
+        "candidate_names": list(inner.candidate_names),
         "curve": curve,
+        "retention": retention,
+        "samples": sample_rows,
     }
 
 

@@ -86,6 +86,8 @@ def test_ppo_beats_random_and_untrained_policies_on_the_tiny_env(tmp_path):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/approx_kl"} <= tags
+    # the shared edit-gym layout (edit_gym.tensorboard_layout), from the env's step infos
+    assert {"reward/total", "reward/edit", "edit/immediate_efficacy", "action/mask_density"} <= tags
 
     agent = PPOAgent(env, args, policy)
     agent.save(tmp_path / "policy")

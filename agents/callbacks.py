@@ -1,0 +1,32 @@
+"""Stable-Baselines3 callbacks that log edit-gym's shared TensorBoard layout.
+
+Pass one to any SB3 ``learn(callback=...)``; it records the env's reward terms, immediate edit
+metrics and action statistics (:mod:`edit_gym.tensorboard_layout`) as rollout means, next to SB3's
+own ``train/*`` and ``rollout/*`` tags::
+
+    model = PPO("MultiInputPolicy", gym.make("LifelongEdit-Tiny-v0", action_type="mask"),
+                tensorboard_log="runs/sb3")
+    model.learn(2048, callback=EditMetricsCallback())
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from edit_gym.tensorboard_layout import step_scalars
+
+
+class EditMetricsCallback(BaseCallback):
+    """Records :func:`edit_gym.tensorboard_layout.step_scalars` of every env step with
+    ``logger.record_mean``, so each dump holds the means since the last one."""
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos") or []
+        rewards = np.asarray(self.locals.get("rewards", np.zeros(len(infos))), dtype=np.float64)
+        for info, reward in zip(infos, rewards, strict=False):
+            if "efficacy" not in info:  # not an edit step (e.g. a wrapper's reset info)
+                continue
+            for tag, value in step_scalars(info, float(reward)).items():
+                self.logger.record_mean(tag, value)
+        return True
