@@ -257,3 +257,30 @@ def test_every_editor_runs_in_the_env(editor):
         _, reward, _, _, info = env.step({"mask": np.ones(n, np.int8), "coef": np.zeros(n, np.float32)})
         assert np.isfinite(reward) and info["fault"] == ""
     assert info["edit_loss_after"] < info["edit_loss_before"]
+
+
+def test_register_rule_makes_a_new_editor_name():
+    import gymnasium as gym
+
+    from edit_gym.editing.rules import RULE_FACTORIES, GradientRule, register_rule
+
+    register_rule("half_gradient", lambda ctx, p: GradientRule(0.5 * p.get("step_size", 1.0)))
+    try:
+        updates = {}
+        for editor in ("gradient", "half_gradient"):
+            env = gym.make("LifelongEdit-Tiny-v0", editor=editor, num_edits=2)
+            env.reset(seed=0)
+            inner = env.unwrapped
+            cap = inner._cap
+            updates[editor] = inner._rule.update(0, cap.keys[0], cap.grads[0], inner.candidates[0].weight())
+            env.close()
+        full, half = updates["gradient"].matrix(), updates["half_gradient"].matrix()
+        assert torch.allclose(half, 0.5 * full, rtol=1e-5, atol=1e-8)
+        with pytest.raises(ValueError, match="is taken"):
+            register_rule("ridge", lambda ctx, p: None)
+        with pytest.raises(ValueError, match="plain identifier"):
+            register_rule("my+rule", lambda ctx, p: None)
+    finally:
+        RULE_FACTORIES.pop("half_gradient", None)
+    with pytest.raises(ValueError, match="unknown editor 'half_gradient'"):
+        gym.make("LifelongEdit-Tiny-v0", editor="half_gradient", num_edits=2)

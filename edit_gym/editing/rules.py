@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -264,8 +265,32 @@ class PruneWrapper:
         cand.param.copy_((self.context.pristine[j].float() + restrained).to(cand.param.dtype))
 
 
-BASE_RULES = {"ridge", "gradient", "memit"}  # plus "rledit:PATH", a trained hypernet (editing/hypernet.py)
+# A rule factory builds a rule from the env's RuleContext and its parameters (step_size,
+# log_lambda, cov_weight, ...); a rule has ``update(j, keys, grads, weight) -> Update``.
+RuleFactory = Callable[[RuleContext, dict], Any]
+RULE_FACTORIES: dict[str, RuleFactory] = {
+    "ridge": lambda ctx, p: RidgeRule(p.get("step_size", 1.0), p.get("log_lambda", 0.0)),
+    "gradient": lambda ctx, p: GradientRule(p.get("step_size", 1.0)),
+    "memit": lambda ctx, p: CovarianceRule(ctx, p.get("step_size", 1.0), p.get("cov_weight", 1.0)),
+}
+BASE_RULES = RULE_FACTORIES.keys()  # plus "rledit:PATH", a trained hypernet (editing/hypernet.py)
 WRAPPERS = {"alphaedit", "rect", "prune"}
+
+
+def register_rule(name: str, factory: RuleFactory) -> None:
+    """Make ``editor=name`` (and ``name+wrapper``) build ``factory(context, params)``.
+
+    Registration lives in the registering process: an env rebuilt elsewhere (a subprocess vector
+    env, an unpickled env) needs the same ``register_rule`` call there, e.g. at the import of the
+    module that defines the rule.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"rule name must be a plain identifier (no '+' or ':'), got {name!r}")
+    if name in RULE_FACTORIES or name in WRAPPERS or name == "rledit":
+        raise ValueError(f"rule name {name!r} is taken (rules: {', '.join(sorted(RULE_FACTORIES))})")
+    if not callable(factory):
+        raise TypeError(f"factory for rule {name!r} must be callable(context, params)")
+    RULE_FACTORIES[name] = factory
 
 
 def _spec_parts(spec: str) -> list[str]:
@@ -308,12 +333,8 @@ class Editor:
             from edit_gym.editing.hypernet import LearnedRule
 
             self.rule = LearnedRule.from_checkpoint(checkpoint, context.candidates)
-        elif base == "ridge":
-            self.rule = RidgeRule(params.get("step_size", 1.0), params.get("log_lambda", 0.0))
-        elif base == "gradient":
-            self.rule = GradientRule(params.get("step_size", 1.0))
         else:
-            self.rule = CovarianceRule(context, params.get("step_size", 1.0), params.get("cov_weight", 1.0))
+            self.rule = RULE_FACTORIES[base](context, params)
         self.wrappers = []
         for name in parts[1:]:
             if name == "alphaedit":
@@ -348,8 +369,10 @@ class Editor:
 
     @property
     def needs_covariance(self) -> bool:
-        return isinstance(self.rule, CovarianceRule) or any(
-            isinstance(w, AlphaEditWrapper) for w in self.wrappers
+        return (
+            isinstance(self.rule, CovarianceRule)
+            or bool(getattr(self.rule, "needs_covariance", False))  # a registered rule may ask for C0
+            or any(isinstance(w, AlphaEditWrapper) for w in self.wrappers)
         )
 
     def restrain(self, j: int) -> None:
