@@ -5,7 +5,7 @@ coefficient 0): one is first advanced, untimed, to edit N; then the two take tur
 the early env over edits 5 .. 5 + window, the late one over edits N .. N + window. Interleaving
 puts both under the same machine load, so the ratio of their median step times measures the
 rule, not whatever else the machine was doing. Rules that keep no history should stay near 1.0;
-AlphaEdit keeps the edited keys and may grow.
+AlphaEdit keeps the edited keys and may grow (``edit_gym.bench.cost_growth``).
 
     python benchmarks/edit_cost.py --model tiny --edits 1000 \
         --dataset ../shared/data/counterfact/knowedit_counterfact_train.json
@@ -14,19 +14,10 @@ AlphaEdit keeps the edited keys and may grow.
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
-
-from edit_gym.env import LifelongEditEnv
+from edit_gym.bench import cost_growth
 
 EDITORS = ["gradient", "ridge", "memit", "ridge+alphaedit", "memit+alphaedit", "ridge+rect", "ridge+prune"]
-
-
-def _timed_step(env: LifelongEditEnv, action: dict) -> tuple[float, bool]:
-    start = time.perf_counter()
-    _, _, _, _, info = env.step(action)
-    return time.perf_counter() - start, bool(info["fault"])
 
 
 def main() -> None:
@@ -42,38 +33,12 @@ def main() -> None:
         f"model={args.model} dataset={args.dataset} edits={args.edits} window={args.window} seed={args.seed}"
     )
     print(f"{'editor':<18} {'s/step @10':>11} {f's/step @{args.edits}':>12} {'ratio':>6} {'faults':>7}")
-    total = args.edits + args.window
     for editor in args.editors:
-        envs = [
-            LifelongEditEnv(
-                model=args.model,
-                dataset=args.dataset,
-                known_only=False,
-                num_edits=total,
-                editor=editor,
-                final_eval=False,
-            )
-            for _ in range(2)
-        ]
-        early, late = envs
-        n = early.num_candidates
-        action = {"mask": np.ones(n, np.int8), "coef": np.zeros(n, np.float32)}
-        faults = 0
-        for env in envs:
-            env.reset(seed=args.seed)
-        for _ in range(args.edits):  # untimed: bring the late env to edit N
-            faults += _timed_step(late, action)[1]
-        for _ in range(5):
-            faults += _timed_step(early, action)[1]
-        early_times, late_times = [], []
-        for _ in range(args.window):
-            t, f = _timed_step(early, action)
-            early_times.append(t)
-            t2, f2 = _timed_step(late, action)
-            late_times.append(t2)
-            faults += f + f2
-        e, l_ = float(np.median(early_times)), float(np.median(late_times))
-        print(f"{editor:<18} {e:>11.4f} {l_:>12.4f} {l_ / e:>6.2f} {faults:>7}", flush=True)
+        r = cost_growth(args.model, args.dataset, editor, args.edits, args.window, args.seed)
+        print(
+            f"{editor:<18} {r['early_s']:>11.4f} {r['late_s']:>12.4f} {r['ratio']:>6.2f} {r['faults']:>7}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ edit-gym envs
 edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym plot RUN.json [--out DIR]
+edit-gym bench [--ids ID ...] [--model tiny] [--editors RULE ...] [--cost-edits N] [--json OUT]
 edit-gym train rledit --env ID [--dataset SOURCE] [--sequences N] [--edits-per-sequence T] [--layers A:B] [--seed S] --out DIR
 edit-gym train hiedit --trainer ppo|sb3|maskable|straight-through --low-level DIR --env ID [--budget K] [--timesteps N] --out DIR2
 """
@@ -81,12 +82,27 @@ def resolve_agent(spec: str, env, checkpoint: str | None = None):
     )
 
 
+def check_agent_spec(spec: str) -> None:
+    """Reject an agent name that cannot resolve, before any model is loaded."""
+    from agents import BASELINES
+
+    if spec in BASELINES or spec in ("hiedit", "rledit", "sb3", "ppo") or spec.endswith(".zip"):
+        return
+    module_name, sep, cls_name = spec.partition(":")
+    if not (sep and module_name and cls_name):
+        raise ValueError(
+            f"unknown agent {spec!r} (baselines: {', '.join(BASELINES)}; rledit, hiedit with --checkpoint; "
+            "or module:Class, or an SB3 .zip)"
+        )
+
+
 def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
     from edit_gym.runner import results_table, run_episode
 
+    check_agent_spec(args.agent)
     _announce(args.env)
     env = gym.make(args.env, final_eval=False, **env_kwargs)
     agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
@@ -128,6 +144,81 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
             log_run(writer, result)
         print(f"wrote TensorBoard run {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     env.close()
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import multiprocessing
+    import os
+    import platform
+
+    import torch
+
+    import edit_gym
+    from edit_gym import bench
+
+    unknown = [i for i in args.ids if i not in edit_gym.env_ids()]
+    if unknown:
+        raise ValueError(f"unknown env id(s) {unknown} (see `edit-gym envs`)")
+    if args.steps < 1 or args.cost_edits < 0:
+        raise ValueError("--steps must be >= 1 and --cost-edits >= 0")
+    report: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+        },
+        "steps": args.steps,
+        "seed": args.seed,
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians over {args.steps} steps")
+    print(
+        f"\n{'env id':<28} {'L':>3} {'step s':>8} {'steps/s':>8} {'passes s':>9} {'overhead':>9} {'peak MiB':>9}"
+    )
+    ctx = multiprocessing.get_context("spawn")  # a fresh process per id: its own peak memory
+    report["step_overhead"] = []
+    for env_id in args.ids:
+        with ctx.Pool(1) as pool:
+            r = pool.apply(bench.step_overhead, (env_id, args.steps, args.seed))
+        report["step_overhead"].append(r)
+        print(
+            f"{r['id']:<28} {r['candidates']:>3} {r['step_s']:>8.4f} {r['steps_per_s']:>8.2f} "
+            f"{r['passes_s']:>9.4f} {r['overhead_ratio']:>9.2f} {r['peak_rss_mib']:>9.0f}",
+            flush=True,
+        )
+    print(
+        f"\nmodel {args.model}: {'editor':<24} {'fwd+bwd s':>9} {'update s':>9} {'edit/fb':>8} {'step/fb':>8}"
+    )
+    report["edit_latency"] = []
+    for editor in args.editors:
+        r = bench.edit_latency(args.model, args.dataset, editor, args.steps, args.seed)
+        report["edit_latency"].append({"model": args.model, **r})
+        print(
+            f"{'':<{len(args.model) + 8}}{editor:<24} {r['fwd_bwd_s']:>9.4f} {r['update_s']:>9.4f} "
+            f"{r['edit_over_fwd_bwd']:>8.2f} {r['step_over_fwd_bwd']:>8.2f}",
+            flush=True,
+        )
+    report["cost_growth"] = []
+    if args.cost_edits:
+        print(
+            f"\ncost growth, model {args.model}: {'editor':<20} {'s @10':>8} {f's @{args.cost_edits}':>9} {'ratio':>6}"
+        )
+        for editor in args.editors:
+            r = bench.cost_growth(args.model, args.dataset, editor, args.cost_edits, seed=args.seed)
+            report["cost_growth"].append({"model": args.model, **r})
+            print(
+                f"{'':<{len(args.model) + 20}}{editor:<20} {r['early_s']:>8.4f} {r['late_s']:>9.4f} {r['ratio']:>6.2f}",
+                flush=True,
+            )
+    if args.json:
+        from pathlib import Path
+
+        from edit_gym.cache import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -274,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
     demo.add_argument(
-        "--agent", default="fixed", choices=AGENT_CHOICES, help="baseline policy (default: %(default)s)"
+        "--agent",
+        default="fixed",
+        help=f"baseline ({', '.join(AGENT_CHOICES)}) or module:Class (default: %(default)s)",
     )
     demo.add_argument("--edits", type=int, default=20, help="sequential edits (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
@@ -310,6 +403,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plots", help="write the run's PNG figures to this folder")
     ev.add_argument("--tensorboard", help="write the run to this TensorBoard folder")
     ev.set_defaults(func=_cmd_eval)
+    be = sub.add_parser(
+        "bench",
+        help="time env steps vs model passes, edits per editor, cost growth; print a table, write JSON",
+    )
+    be.add_argument(
+        "--ids",
+        nargs="+",
+        default=["LifelongEdit-Tiny-v0", "LifelongEdit-v0"],
+        help="env ids for the step-overhead table (default: %(default)s)",
+    )
+    be.add_argument("--model", default="tiny", help="model for the per-editor tables (default: %(default)s)")
+    be.add_argument(
+        "--dataset", default="facts", help="requests for the per-editor tables (default: %(default)s)"
+    )
+    be.add_argument(
+        "--editors",
+        nargs="+",
+        default=["gradient", "ridge", "memit", "memit+alphaedit"],
+        help="editors to time",
+    )
+    be.add_argument(
+        "--steps", type=int, default=10, help="timed steps per measurement (default: %(default)s)"
+    )
+    be.add_argument(
+        "--cost-edits",
+        type=int,
+        default=0,
+        help="also time steps at edit ~10 vs edit N=COST_EDITS per editor (e.g. 1000; default: off)",
+    )
+    be.add_argument("--seed", type=int, default=0)
+    be.add_argument("--json", help="write every figure and the machine to this file")
+    be.set_defaults(func=_cmd_bench)
     pl = sub.add_parser("plot", help="draw the PNG figures of an evaluation JSON (from eval --json)")
     pl.add_argument("run", help="evaluation JSON written by `edit-gym eval --json`")
     pl.add_argument("--out", help="folder for the PNGs (default: next to RUN, RUN_plots/)")

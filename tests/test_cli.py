@@ -91,7 +91,8 @@ def test_bad_arguments_exit_non_zero():
     run = subprocess.run(
         [sys.executable, "-m", "edit_gym.cli", "demo", "--agent", "oracle"], capture_output=True, text=True
     )
-    assert run.returncode == 2 and "invalid choice: 'oracle'" in run.stderr
+    assert run.returncode == 2 and "unknown agent 'oracle'" in run.stderr
+    assert "loading" not in run.stderr  # refused before any model is loaded
     run = subprocess.run(
         [sys.executable, "-m", "edit_gym.cli", "demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "5000"],
         capture_output=True,
@@ -129,3 +130,31 @@ def test_example_runs(script):
     )
     assert run.returncode == 0, f"{script} failed:\n{run.stderr[-2000:]}"
     assert EXAMPLE_OUTPUT[script] in run.stdout, run.stdout[-2000:]
+
+
+def test_bench_prints_and_writes_every_section(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--ids", "LifelongEdit-Tiny-v0", "--editors", "ridge", "--steps", "2"]
+    assert main([*argv, "--cost-edits", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (step,) = report["step_overhead"]
+    assert step["id"] == "LifelongEdit-Tiny-v0" and step["candidates"] == 6
+    assert step["overhead_ratio"] == pytest.approx(step["step_s"] / step["passes_s"])
+    assert step["peak_rss_mib"] > 50
+    (lat,) = report["edit_latency"]
+    assert lat["editor"] == "ridge" and lat["edit_over_fwd_bwd"] > 1.0  # an edit is a fwd+bwd plus the update
+    (cost,) = report["cost_growth"]
+    assert cost["edits"] == 8 and cost["faults"] == 0 and cost["ratio"] > 0
+    assert "overhead" in capsys.readouterr().out
+    assert main(["bench", "--ids", "NoSuch-v0"]) == 2
+    assert "unknown env id" in capsys.readouterr().err
+
+
+def test_demo_takes_an_agent_class(capsys):
+    assert (
+        main(
+            ["demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "2", "--agent", "agents:AllCandidatesAgent"]
+        )
+        == 0
+    )
+    assert "agent=agents:AllCandidatesAgent" in capsys.readouterr().out
