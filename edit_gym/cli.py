@@ -21,10 +21,26 @@ AGENT_CHOICES = ("all", "fixed", "random", "topk-grad")
 def _cmd_envs(_args: argparse.Namespace) -> int:
     from edit_gym.registration import env_ids
 
-    print(f"{'id':<36} {'model':<14} {'dataset':<8} {'action_type':<14} num_edits")
+    print(f"{'id':<35} {'model':<13} {'dataset':<8} {'edits':>5}  action space")
     for env_id, kw in env_ids().items():
-        print(f"{env_id:<36} {kw['model']:<14} {kw['dataset']:<8} {kw['action_type']:<14} {kw['num_edits']}")
+        space = ACTION_SPACE_TEXT[kw["action_type"]]
+        print(f"{env_id:<35} {kw['model']:<13} {kw['dataset']:<8} {kw['num_edits']:>5}  {space}")
+    print(
+        "\nobservation: Dict(request: Box(2d), layer_stats: Box(L, 7), progress: Box(4)); L = candidate "
+        "matrices\n(by default every block's mlp.down_proj), d = the model's width. "
+        "Any id takes\nJSON-able kwargs: gym.make(id, dataset=..., num_edits=..., editor=...); see docs/concepts.md"
+    )
     return 0
+
+
+# the action space of each action type, with L candidates, 5 coefficient levels and a budget K
+ACTION_SPACE_TEXT = {
+    "dict": "Dict(mask: MultiBinary(L), coef: Box(-1, 1, (L,)))",
+    "box": "Box(-1, 1, (2L,))  [mask > 0 | coef]",
+    "multidiscrete": "MultiDiscrete([6] * L)  [0 = skip, 1..5 = coef]",
+    "mask": "MultiBinary(L)",
+    "slots": "MultiDiscrete([L + 1] * K)  [0 = none, j = candidate j-1]",
+}
 
 
 def _announce(env_id: str) -> None:

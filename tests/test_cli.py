@@ -19,6 +19,14 @@ def test_envs_lists_every_id(capsys):
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
     assert "LifelongEdit-v0" in out and "LifelongEdit-Tiny-MultiDiscrete-v0" in out
+    assert "MultiBinary(L)" in out and "observation: Dict(request" in out
+
+
+def test_envs_describes_every_action_type():
+    from edit_gym.actions import ACTION_TYPES
+    from edit_gym.cli import ACTION_SPACE_TEXT
+
+    assert sorted(ACTION_SPACE_TEXT) == sorted(ACTION_TYPES)
 
 
 def test_demo_on_tiny_prints_table_and_json(tmp_path, capsys):
