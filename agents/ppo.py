@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
-from edit_gym.tensorboard_layout import StepAverager
+from edit_gym.tensorboard_layout import StepAverager, log_hparams
 
 
 @dataclass
@@ -340,6 +340,10 @@ def train(
         if callback is not None:
             callback(global_step, policy, writer)
     if writer is not None:
+        last = ep_returns[-10:]
+        log_hparams(
+            writer, asdict(args), {"hparam/mean_return_last_10": float(np.mean(last)) if last else None}
+        )
         writer.close()
     return policy, ep_returns
 

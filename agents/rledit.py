@@ -355,7 +355,7 @@ class RLEditAgent:
             self._trainer = RLEditTrainer(self.env, self.net, cfg)
         writer = _writer(tb_log_dir)
         rng = np.random.default_rng([cfg.seed, self.sequences_trained])
-        done = 0
+        done, logs = 0, []
         bar = tqdm(total=total_sequences, desc="rledit", unit="seq", disable=not progress_bar)
         try:
             while done < total_sequences:
@@ -378,6 +378,15 @@ class RLEditAgent:
         finally:
             bar.close()
             if writer is not None:
+                from edit_gym.tensorboard_layout import log_hparams
+
+                metrics = {
+                    "hparam/sequence_loss": float(np.mean([np.sum(g.loss) for g in logs])) if logs else None,
+                    "hparam/immediate_efficacy": float(np.mean([np.mean(g.efficacy) for g in logs]))
+                    if logs
+                    else None,
+                }
+                log_hparams(writer, {**asdict(cfg), "sequences_trained": self.sequences_trained}, metrics)
                 writer.close()
             self.env.unwrapped.reset(seed=cfg.seed)  # leave the env's weights pristine
             self.net.eval()

@@ -102,15 +102,29 @@ def samples_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _hparams(result: dict) -> dict[str, Any]:
-    cfg = result.get("config", {})
-    out: dict[str, Any] = {"agent": str(result.get("agent", "?")), "seed": int(result.get("seed", 0))}
-    for key, value in cfg.items():
+def _hparam_values(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """HParams accept bool, int, float and str: other values become their string form."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
         if isinstance(value, bool | int | float | str):
-            out[f"env/{key}"] = value
+            out[f"{prefix}{key}"] = value
         elif value is not None:
-            out[f"env/{key}"] = str(value)
+            out[f"{prefix}{key}"] = str(value)
     return out
+
+
+def log_hparams(writer, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """The run's HParams summary (in the run's own folder, so TensorBoard pairs it with its scalars)."""
+    clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    writer.add_hparams(_hparam_values(params), clean or {"hparam/none": 0.0}, run_name=".")
+
+
+def _hparams(result: dict) -> dict[str, Any]:
+    return {
+        "agent": str(result.get("agent", "?")),
+        "seed": int(result.get("seed", 0)),
+        **_hparam_values(result.get("config", {}), "env/"),
+    }
 
 
 def log_run(writer, result: dict, *, images: bool = True) -> None:
@@ -142,6 +156,7 @@ def log_run(writer, result: dict, *, images: bool = True) -> None:
         for name in FIGURES:
             writer.add_image(f"plots/{name}", render_rgb(result, name), last, dataformats="HWC")
     writer.add_text(SAMPLES_TAG, samples_markdown(result.get("samples") or []), last)
-    metrics = {f"hparam/final_{m}": float(final[m]) for m in FINAL_METRICS if m in final}
-    writer.add_hparams(_hparams(result), metrics or {"hparam/final_efficacy": 0.0}, run_name=".")
+    log_hparams(
+        writer, _hparams(result), {f"hparam/final_{m}": final[m] for m in FINAL_METRICS if m in final}
+    )
     writer.flush()

@@ -48,3 +48,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared CounterFact data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def tensorboard_tags(folder) -> dict[str, set[str]]:
+    """Every tag of every event file under ``folder``, by kind (scalars, images, ..., hparams)."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(folder))
+    mux.Reload()
+    out: dict[str, set[str]] = {}
+    for run_tags in mux.Runs().values():
+        for kind, tags in run_tags.items():
+            if isinstance(tags, list | dict):
+                out.setdefault(kind, set()).update(tags)
+    for tags in mux.PluginRunToTagToContent("hparams").values():
+        out.setdefault("hparams", set()).update(tags)
+    return out

@@ -13,25 +13,9 @@ from edit_gym.cli import main
 from edit_gym.plots import FIGURES, load_result
 from edit_gym.tensorboard_layout import HISTOGRAM_TAGS, PLOT_TAGS, SAMPLES_TAG, STEP_TAGS
 from edit_gym.testing import AgentCheckError, check_agent
+from tests.conftest import tensorboard_tags
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _tags(folder) -> dict[str, set[str]]:
-    """Every tag of every event file under ``folder``, by kind."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    mux = EventMultiplexer()
-    mux.AddRunsFromDirectory(str(folder))
-    mux.Reload()
-    out: dict[str, set[str]] = {}
-    for run_tags in mux.Runs().values():
-        for kind, tags in run_tags.items():
-            if isinstance(tags, list | dict):
-                out.setdefault(kind, set()).update(tags)
-    for tags in mux.PluginRunToTagToContent("hparams").values():
-        out.setdefault("hparams", set()).update(tags)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +69,7 @@ def test_plot_rejects_a_file_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_tensorboard_run_has_the_layout(eval_run):
-    tags = _tags(eval_run / "tb")
+    tags = tensorboard_tags(eval_run / "tb")
     scalars = tags["scalars"]
     assert set(STEP_TAGS) | {"reward/total", "edit/final_efficacy", "edit/final_generalization"} <= scalars
     assert set(PLOT_TAGS) <= tags["images"]
@@ -106,7 +90,7 @@ def test_sb3_callback_logs_the_layout(tmp_path):
         policy_kwargs={"features_extractor_class": LayerStatsExtractor}, tensorboard_log=str(tmp_path),
     )  # fmt: skip
     model.learn(32, callback=EditMetricsCallback())
-    scalars = _tags(tmp_path)["scalars"]
+    scalars = tensorboard_tags(tmp_path)["scalars"]
     assert {"reward/total", "reward/edit", "edit/immediate_efficacy", "action/mask_density"} <= scalars
     assert "train/policy_gradient_loss" in scalars  # SB3's own tags sit beside ours
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.ppo import Args, Policy, PPOAgent, train
-from tests.conftest import weights_hash
+from tests.conftest import tensorboard_tags, weights_hash
 
 
 def _mask_action(env, mask, coef=0.0):
@@ -88,6 +88,7 @@ def test_ppo_beats_random_and_untrained_policies_on_the_tiny_env(tmp_path):
     assert {"charts/episodic_return", "losses/policy_loss", "losses/value_loss", "losses/approx_kl"} <= tags
     # the shared edit-gym layout (edit_gym.tensorboard_layout), from the env's step infos
     assert {"reward/total", "reward/edit", "edit/immediate_efficacy", "action/mask_density"} <= tags
+    assert "_hparams_/experiment" in tensorboard_tags(tmp_path / "tb")["hparams"]
 
     agent = PPOAgent(env, args, policy)
     agent.save(tmp_path / "policy")

@@ -13,7 +13,7 @@ from agents.rledit import RLEditAgent, RLEditConfig, RLEditTrainer
 from edit_gym.editing.capture import capture
 from edit_gym.editing.hypernet import CheckpointError, HyperNet, HyperNetConfig, load_hypernet
 from edit_gym.editing.rules import RidgeRule
-from tests.conftest import all_candidates_action, weights_hash
+from tests.conftest import all_candidates_action, tensorboard_tags, weights_hash
 
 
 def _env(**kwargs):
@@ -204,6 +204,9 @@ def test_cli_train_then_eval(tmp_path, capsys):
     args += ["--edits-per-sequence", "3", "--rank", "4", "--out", str(out), "--tensorboard", str(tb)]
     assert main(args) == 0
     assert (out / "hypernet.safetensors").is_file() and any(tb.iterdir())
+    tags = tensorboard_tags(tb)
+    assert {"losses/sequence_loss", "edit/immediate_efficacy", "hparam/sequence_loss"} <= tags["scalars"]
+    assert "_hparams_/experiment" in tags["hparams"]
     result = tmp_path / "r.json"
     args = ["eval", "--agent", "rledit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
     assert main([*args, "--edits", "3", "--no-extended", "--json", str(result)]) == 0
