@@ -48,12 +48,38 @@ def _text(record: Mapping, name: str, where: str) -> str:
     return value
 
 
-def _strings(value: Any) -> tuple[str, ...]:
+def _strings(record: Mapping, name: str, where: str) -> tuple[str, ...]:
+    """An optional text-or-list-of-texts field; blank entries are dropped, other types refused."""
+    value = record.get(name)
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,) if value.strip() else ()
+    if not isinstance(value, list | tuple):
+        raise InvalidRecordError(f"{where}: field {name!r} must be text or a list of texts")
     return tuple(v for v in value if isinstance(v, str) and v.strip())
+
+
+def _knowedit_probes(record: Mapping, where: str) -> tuple[Probe, ...]:
+    """``locality.Relation_Specificity``: a list of ``{prompt, ground_truth}`` objects."""
+    locality = record.get("locality")
+    if locality is None:
+        return ()
+    if not isinstance(locality, Mapping):
+        raise InvalidRecordError(f"{where}: field 'locality' must be an object")
+    items = locality.get("Relation_Specificity")
+    if items is None:
+        return ()
+    if not isinstance(items, list | tuple):
+        raise InvalidRecordError(f"{where}: field 'locality.Relation_Specificity' must be a list")
+    probes = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidRecordError(f"{where}: field 'locality.Relation_Specificity[{i}]' must be an object")
+        prompt, answer = item.get("prompt"), _first_answer(item.get("ground_truth"))
+        if isinstance(prompt, str) and prompt.strip() and answer:
+            probes.append(Probe(prompt, answer))
+    return tuple(probes)
 
 
 def _checked(where: str, **fields: Any) -> EditRequest:
@@ -64,20 +90,15 @@ def _checked(where: str, **fields: Any) -> EditRequest:
 
 
 def from_knowedit(record: Mapping, where: str) -> EditRequest:
-    locality = record.get("locality") or {}
-    probes = []
-    for item in locality.get("Relation_Specificity", []) or []:
-        answer = _first_answer(item.get("ground_truth"))
-        if item.get("prompt") and answer:
-            probes.append(Probe(item["prompt"], answer))
+    probes = _knowedit_probes(record, where)
     return _checked(
         where,
         prompt=_text(record, "prompt", where),
         subject=_text(record, "subject", where),
         target_new=_text(record, "target_new", where),
         target_true=_first_answer(record.get("ground_truth")),
-        paraphrases=_strings(record.get("rephrase")),
-        neighbourhood=tuple(probes),
+        paraphrases=_strings(record, "rephrase", where),
+        neighbourhood=probes,
         uid=str(record.get("case_id", where)),
     )
 
@@ -97,8 +118,8 @@ def from_rome(record: Mapping, where: str) -> EditRequest:
         subject=subject,
         target_new=_text(rewrite, "target_new", where + ".requested_rewrite"),
         target_true=target_true,
-        paraphrases=_strings(record.get("paraphrase_prompts")),
-        neighbourhood=tuple(Probe(p, target_true) for p in _strings(record.get("neighborhood_prompts"))),
+        paraphrases=_strings(record, "paraphrase_prompts", where),
+        neighbourhood=tuple(Probe(p, target_true) for p in _strings(record, "neighborhood_prompts", where)),
         relation=rewrite.get("relation_id"),
         uid=str(record.get("case_id", where)),
     )
@@ -113,7 +134,7 @@ def from_zsre(record: Mapping, where: str) -> EditRequest:
         subject=_text(record, "subject", where),
         target_new=_first_answer(_field(record, "alt", where)) or "",
         target_true=_first_answer(record.get("answers")),
-        paraphrases=_strings(record.get("rephrase")),
+        paraphrases=_strings(record, "rephrase", where),
         neighbourhood=probes,
         uid=str(record.get("case_id", where)),
     )
