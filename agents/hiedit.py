@@ -202,7 +202,9 @@ class HiEditAgent:
             policy, args = load_policy(path, env.observation_space)
             model = StraightThroughSelector(env, budget=meta["budget"], policy=policy, args=args)
         else:
-            model = _sb3_algorithm(meta["trainer"]).load(Path(path) / "model.zip", device="cpu")
+            from agents.sb3_safe import load_sb3
+
+            model = load_sb3(Path(path) / "model.zip", env)  # never unpickles from the file
         return cls(env, meta["trainer"], model=model)
 
 

@@ -55,7 +55,6 @@ def _require_checkpoint(agent: str, checkpoint: str | None) -> str:
 
 def resolve_agent(spec: str, env, checkpoint: str | None = None):
     """An agent from a baseline name, ``module:Class``, or a saved SB3 model ``.zip``."""
-    from pathlib import Path
 
     from agents import BASELINES
 
@@ -71,17 +70,9 @@ def resolve_agent(spec: str, env, checkpoint: str | None = None):
         return RLEditAgent.load(_require_checkpoint(spec, checkpoint), env=env)
     if spec.endswith(".zip") or (checkpoint and checkpoint.endswith(".zip") and spec in ("sb3", "ppo")):
         path = checkpoint if spec in ("sb3", "ppo") else spec
-        if not Path(path).is_file():
-            raise ValueError(f"SB3 model file {path!r} not found")
-        import stable_baselines3 as sb3
+        from agents.sb3_safe import load_sb3
 
-        errors = []
-        for name in ("PPO", "A2C", "SAC", "TD3"):
-            try:
-                return getattr(sb3, name).load(path, device="cpu")
-            except Exception as err:  # noqa: BLE001 - try the next algorithm, report all at the end
-                errors.append(f"{name}: {type(err).__name__}")
-        raise ValueError(f"{path!r} is not a loadable SB3 model ({'; '.join(errors)})")
+        return load_sb3(path, env)  # replaces every pickled field: loading never runs code from the file
     if ":" in spec:
         import importlib
 
