@@ -12,6 +12,7 @@ observation, action and reward tables.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -587,6 +588,42 @@ class LifelongEditEnv(gym.Env):
             finally:
                 self._state.restore(edited)
         return self._samples
+
+    def export(self, path: str | Path) -> Path:
+        """Save the edited model in Hugging Face format (``from_pretrained`` reloads it as it is now).
+
+        The folder holds the model (safetensors), its tokenizer, and ``edit_gym_export.json``: the
+        env config and the requests applied so far, in order. It is written atomically: an
+        interrupted export leaves any previous folder at ``path`` untouched.
+        """
+        import json
+
+        from edit_gym.cache import atomic_write_folder
+
+        if not getattr(self, "_ready", False) and not hasattr(self, "_stream"):
+            raise gym.error.ResetNeeded("call reset() before export(): there is no episode to export")
+        done = [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
+        manifest = {
+            "format": "edit-gym-export",
+            "version": 1,
+            "config": asdict(self.cfg),
+            "edits": [
+                {
+                    "prompt": self._requests[i].prompt,
+                    "target_new": self._requests[i].target_new,
+                    "uid": self._requests[i].uid,
+                }
+                for i in done
+            ],
+        }
+
+        def build(tmp: Path) -> None:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self._state.backbone.tokenizer.save_pretrained(tmp)
+            (tmp / "edit_gym_export.json").write_text(json.dumps(manifest, indent=1))
+
+        atomic_write_folder(Path(path), build)
+        return Path(path)
 
     # ------------------------------------------------------------------ render / lifecycle
     def render(self):

@@ -296,3 +296,45 @@ def test_pickle_rebuilds_the_editor_around_the_new_model():
     assert saved and all(torch.equal(saved[j], clone._rule.wrappers[0]._edited[j]) for j in saved)
     a, b = env.step(all_candidates_action(env)), clone.step(all_candidates_action(clone))
     assert a[1] == b[1] and weights_hash(env) == weights_hash(clone)
+
+
+def test_export_reloads_with_identical_outputs(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4).unwrapped
+    with pytest.raises(gym.error.ResetNeeded):
+        env.export(tmp_path / "none")
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(all_candidates_action(env, 0.5))
+    out = env.export(tmp_path / "edited")
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = env.encoder.encode([(env.stream[0].prompt, env.stream[0].target_new)], device="cpu")
+    with torch.no_grad():
+        a = env.model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits
+        b = reloaded(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits
+    assert torch.equal(a, b)
+    manifest = json.loads((out / "edit_gym_export.json").read_text())
+    assert [e["prompt"] for e in manifest["edits"]] == [r.prompt for r in env.stream[:3]]
+    env.reset(seed=0)
+    pristine = env.export(tmp_path / "pristine-after-reset")
+    assert not torch.equal(
+        AutoModelForCausalLM.from_pretrained(pristine).model.layers[0].mlp.down_proj.weight,
+        reloaded.model.layers[0].mlp.down_proj.weight,
+    )
+
+
+def test_reset_restores_bit_exactly_after_1000_edits(shared_data):
+    path = str(shared_data / "knowedit_counterfact_train.json")
+    env = gym.make(
+        "LifelongEdit-Tiny-v0", dataset=path, num_edits=1000, edits_per_step=10, final_eval=False
+    ).unwrapped
+    env.reset(seed=0)
+    pristine = weights_hash(env)
+    terminated = False
+    while not terminated:
+        *_, terminated, _, info = env.step(all_candidates_action(env, 0.0))
+    assert info["edit_index"] == 1000 and not info["fault"] and weights_hash(env) != pristine
+    env.reset(seed=0)
+    assert weights_hash(env) == pristine
