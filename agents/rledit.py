@@ -46,12 +46,14 @@ from edit_gym.editing.hypernet import (
     CheckpointError,
     HyperNet,
     HyperNetConfig,
+    file_sha256,
     load_hypernet,
     write_hypernet,
 )
 from edit_gym.editing.scores import answer_logprobs
 
 AGENT_FILE = "agent.json"
+OPTIMIZER_FILE = "optimizer.safetensors"  # Adam's moments: a resumed run continues exactly
 
 
 @dataclass
@@ -322,6 +324,8 @@ class RLEditAgent:
         self.net = net.to(inner.candidates[0].param.device)
         self.sequences_trained = int(net.config.extra.get("sequences_trained", 0))
         self._trainer: RLEditTrainer | None = None
+        self._rng: np.random.Generator | None = None  # the sequence-seed stream, saved for resuming
+        self._optimizer_state: dict | None = None  # from a checkpoint, applied when training starts
 
     # ------------------------------------------------------------------ SB3-shaped API
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
@@ -353,8 +357,14 @@ class RLEditAgent:
         cfg = self.config
         if self._trainer is None:
             self._trainer = RLEditTrainer(self.env, self.net, cfg)
+            if self._optimizer_state is not None:
+                self._trainer.optimizer.load_state_dict(self._optimizer_state)
+                self._optimizer_state = None
         writer = _writer(tb_log_dir)
-        rng = np.random.default_rng([cfg.seed, self.sequences_trained])
+        self.net.freeze_statistics(False)  # training gathers whitening statistics (a loaded net is frozen)
+        if self._rng is None:
+            self._rng = np.random.default_rng([cfg.seed, self.sequences_trained])
+        rng = self._rng
         done, logs = 0, []
         bar = tqdm(total=total_sequences, desc="rledit", unit="seq", disable=not progress_bar)
         try:
@@ -421,6 +431,8 @@ class RLEditAgent:
             "agent": "rledit",
             "config": asdict(self.config),
             "sequences_trained": self.sequences_trained,
+            "rng_state": _jsonable(self._rng.bit_generator.state) if self._rng is not None else None,
+            "optimizer_param_groups": None,
             "env": {
                 "model": inner.cfg.model,
                 "dataset": str(inner.cfg.dataset),
@@ -428,8 +440,23 @@ class RLEditAgent:
             },
         }
 
+        optimizer = (
+            self._trainer.optimizer.state_dict() if self._trainer is not None else self._optimizer_state
+        )
+        tensors = {}
+        if optimizer is not None:
+            meta["optimizer_param_groups"] = _jsonable(optimizer["param_groups"])
+            for index, slots in optimizer["state"].items():
+                for name, value in slots.items():
+                    tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+
         def build(tmp: Path) -> None:
+            from safetensors.torch import save_file
+
             write_hypernet(self.net, tmp)
+            if tensors:
+                save_file(tensors, str(tmp / OPTIMIZER_FILE))
+                meta["optimizer_sha256"] = file_sha256(tmp / OPTIMIZER_FILE)
             (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=1))
 
         atomic_write_folder(Path(path), build)
@@ -451,7 +478,46 @@ class RLEditAgent:
         net = load_hypernet(path)
         agent = cls(env, RLEditConfig(**meta["config"]), net=net)
         agent.sequences_trained = int(meta.get("sequences_trained", 0))
+        if meta.get("rng_state"):
+            agent._rng = np.random.default_rng()
+            agent._rng.bit_generator.state = meta["rng_state"]
+        groups = meta.get("optimizer_param_groups")
+        if groups is not None:
+            agent._optimizer_state = _read_optimizer(
+                path / OPTIMIZER_FILE, groups, meta.get("optimizer_sha256")
+            )
         return agent
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples to lists, numpy / torch scalars to Python numbers (for JSON metadata)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        return value.item()
+    return value
+
+
+def _read_optimizer(path: Path, groups: list, sha256: str | None) -> dict:
+    """An Adam ``state_dict`` from a checkpoint's safetensors and JSON parts (checksummed, no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing (the checkpoint names optimizer state)")
+    if file_sha256(path) != sha256:
+        raise CheckpointError(f"{path} does not match the checksum in {AGENT_FILE} (corrupted or partial)")
+    try:
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+    state: dict[int, dict] = {}
+    for key, value in flat.items():
+        index, _, name = key.partition(".")
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": groups}
 
 
 def _spec_id(env: Any) -> str | None:

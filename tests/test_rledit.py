@@ -283,3 +283,24 @@ def test_pristine_locality_reference_agrees_with_previous_on_the_first_step():
     assert logs["pristine"].kl[2] != pytest.approx(logs["previous"].kl[2], rel=1e-3)
     with pytest.raises(ValueError, match="locality_reference"):
         RLEditConfig(locality_reference="start")
+
+
+def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
+    straight = RLEditAgent(_env(), RLEditConfig(seed=3, rank=4, learning_rate=3e-3))
+    straight.learn(4, progress_bar=False)
+
+    first = RLEditAgent(_env(), RLEditConfig(seed=3, rank=4, learning_rate=3e-3))
+    first.learn(2, progress_bar=False)
+    path = first.save(tmp_path / "half")
+    assert (path / "optimizer.safetensors").is_file()
+    resumed = RLEditAgent.load(path, _env())
+    resumed.learn(2, progress_bar=False)
+    assert resumed.sequences_trained == straight.sequences_trained == 4
+    for (name, a), (_, b) in zip(
+        straight.net.state_dict().items(), resumed.net.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+    (path / "optimizer.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="checksum"):
+        RLEditAgent.load(path, _env())

@@ -190,7 +190,7 @@ class HyperNet(nn.Module):
             )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -209,7 +209,7 @@ def write_hypernet(net: HyperNet, folder: Path) -> None:
         "format": FORMAT,
         "version": VERSION,
         "config": asdict(net.config),
-        "sha256": _sha256(folder / WEIGHTS_FILE),
+        "sha256": file_sha256(folder / WEIGHTS_FILE),
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1))
 
@@ -241,7 +241,7 @@ def load_hypernet(folder: str | Path, device: torch.device | str = "cpu") -> Hyp
         raise CheckpointError(f"{meta_path}: format is not {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{meta_path}: version {meta.get('version')!r}, this edit-gym reads {VERSION}")
-    if _sha256(weights_path) != meta.get("sha256"):
+    if file_sha256(weights_path) != meta.get("sha256"):
         raise CheckpointError(
             f"{weights_path} does not match the checksum in {META_FILE} (corrupted or partial)"
         )
