@@ -11,6 +11,8 @@ of the model, and a step late in a stream against one early in it (interleaved).
   candidate and its application alone, and the whole ``env.step``.
 * :func:`cost_growth`: seconds per step at edit ~10 vs edit ~N (two envs on one stream, stepping
   in turns so both run under the same load).
+* :func:`vector_memory`: peak resident memory of a SyncVectorEnv of N sub-envs after a few steps
+  (run each N in a fresh process; the sub-envs share one loaded model, see ``share_model``).
 """
 
 from __future__ import annotations
@@ -160,3 +162,25 @@ def cost_growth(model: str, dataset: str, editor: str, edits: int, window: int =
         late_times.append(timed(late))
     e, lt = float(np.median(early_times)), float(np.median(late_times))
     return {"editor": editor, "edits": edits, "early_s": e, "late_s": lt, "ratio": lt / e, "faults": faults}
+
+
+def vector_memory(env_id: str, num_envs: int, steps: int = 3, seed: int = 0) -> dict:
+    """Peak RSS (MiB) of this process after building a SyncVectorEnv of ``num_envs`` and stepping it.
+
+    Call in a fresh process per ``num_envs`` (``edit-gym bench`` does), so the peak is this env's.
+    """
+    import gymnasium as gym
+
+    import edit_gym  # noqa: F401  registers the ids
+
+    envs = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="sync", final_eval=False, num_edits=steps + 1
+    )
+    n = envs.single_action_space["mask"].n if isinstance(envs.single_action_space, gym.spaces.Dict) else None
+    envs.reset(seed=seed)
+    action = {"mask": np.ones((num_envs, n), np.int8), "coef": np.zeros((num_envs, n), np.float32)}
+    for _ in range(steps):
+        envs.step(action)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    envs.close()
+    return {"id": env_id, "num_envs": num_envs, "peak_rss_mib": rss}

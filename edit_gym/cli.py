@@ -207,6 +207,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"{r['edit_over_fwd_bwd']:>8.2f} {r['step_over_fwd_bwd']:>8.2f}",
             flush=True,
         )
+    report["vector_memory"] = []
+    if args.vector:
+        print(f"\n{'vector env':<28} {'envs':>4} {'peak MiB':>9} {'vs first':>9}")
+        for env_id in args.ids:
+            first = None  # the first size's peak: the others are reported as a ratio to it
+            for count in args.vector:
+                with ctx.Pool(1) as pool:
+                    r = pool.apply(bench.vector_memory, (env_id, count, 3, args.seed))
+                first = first or r["peak_rss_mib"]
+                r["ratio_to_first"] = r["peak_rss_mib"] / first
+                report["vector_memory"].append(r)
+                print(
+                    f"{env_id:<28} {count:>4} {r['peak_rss_mib']:>9.0f} {r['ratio_to_first']:>9.2f}",
+                    flush=True,
+                )
     report["cost_growth"] = []
     if args.cost_edits:
         print(
@@ -438,6 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="also time steps at edit ~10 vs edit N=COST_EDITS per editor (e.g. 1000; default: off)",
+    )
+    be.add_argument(
+        "--vector",
+        type=int,
+        nargs="*",
+        default=[1, 2, 4],
+        help="peak memory of SyncVectorEnvs of these sizes per id, each in a fresh process "
+        "(default: %(default)s; none to skip)",
     )
     be.add_argument("--seed", type=int, default=0)
     be.add_argument("--json", help="write every figure and the machine to this file")

@@ -69,6 +69,11 @@ class EnvConfig:
     """Torch device (``cpu``, ``cuda``, ``cuda:1``, ``auto``)."""
     dtype: str = "float32"
     """Model dtype (``float32``, ``bfloat16``, ``float16``); updates are computed in float32."""
+    share_model: bool = True
+    """Envs of one process with the same model, device and dtype share one loaded model; each keeps
+    its own candidate weights and swaps them in before it computes (a vector env of N sub-envs holds
+    one model plus N copies of the candidates). Results are identical either way; ``False`` loads a
+    private model (e.g. to call ``env.unwrapped.model`` while another env of the process steps)."""
 
 
 def default_config() -> dict:

@@ -11,6 +11,7 @@ observation, action and reward tables.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,19 +55,69 @@ PROGRESS = (("step_fraction", 1.0), ("success_rate", 1.0), ("mean_edit_loss", 50
 KEY_HISTORY = 128  # edited keys remembered per candidate for the overlap statistic
 
 
-class _ModelState:
-    """The heavy, rebuildable part of the env: model, candidates, pristine copies, tokenizer cache."""
+class _SharedBase:
+    """One loaded backbone per (model, device, dtype) in a process, shared by the envs built on it.
+
+    A vector env of N sub-envs then holds one model plus N copies of the *candidate* matrices, not N
+    models. Each env owns its candidate weights; before it touches the model it swaps them in
+    (``_ModelState.activate``: a pointer swap per candidate, no copy). The loaded weights stay the
+    pristine reference of every env; backup buffers and C0 are shared too (envs step one at a time).
+    """
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.backbone: Backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
-        names = cfg.candidates or self._default_names(cfg.editor)
-        self.candidates: list[Candidate] = resolve_candidates(self.backbone.model, list(names))
-        self.pristine = [c.param.detach().clone() for c in self.candidates]
-        self.pristine_norm = [float(c.weight().float().norm()) for c in self.candidates]
         self.encoder = PairEncoder(self.backbone.tokenizer)
+        self.pristine: dict[str, torch.Tensor] = {}  # candidate name -> the loaded weights (never written)
+        self.backup: dict[str, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
+        self.covariance: dict[tuple[str, ...], list[torch.Tensor]] = {}
+        self.active: weakref.ref | None = None  # the _ModelState whose weights are in the model
 
-        self._backup: dict[int, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
-        self._covariance: list[torch.Tensor] | None = None
+
+_SHARED_BASES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _shared_base(cfg: EnvConfig) -> _SharedBase:
+    if not cfg.share_model:
+        return _SharedBase(cfg)
+    key = (cfg.model, cfg.device, cfg.dtype)
+    base = _SHARED_BASES.get(key)
+    if base is None:
+        base = _SHARED_BASES[key] = _SharedBase(cfg)
+    return base
+
+
+class _ModelState:
+    """The heavy, rebuildable part of the env: its candidate weights over a (shared) backbone.
+
+    Every access to the model or the candidates goes through :meth:`activate`, so an env always
+    computes with its own weights even when other envs of the process share the backbone.
+    """
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        self.base = _shared_base(cfg)
+        self.backbone: Backbone = self.base.backbone
+        names = cfg.candidates or self._default_names(cfg.editor)
+        self._candidates: list[Candidate] = resolve_candidates(self.backbone.model, list(names))
+        for c in self._candidates:  # the first env to name a matrix records its loaded weights
+            self.base.pristine.setdefault(c.name, c.param.data)
+        self.pristine = [self.base.pristine[c.name] for c in self._candidates]
+        self.own = [w.clone() for w in self.pristine]
+        self.pristine_norm = [float(w.float().norm()) for w in self.pristine]
+        self.encoder = self.base.encoder
+        self.activate()
+
+    def activate(self) -> None:
+        """Put this env's candidate weights into the (shared) model, if another env's are there."""
+        if self.base.active is not None and self.base.active() is self:
+            return
+        for cand, weight in zip(self._candidates, self.own, strict=True):
+            cand.module.weight.data = weight
+        self.base.active = weakref.ref(self)
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        self.activate()
+        return self._candidates
 
     def _default_names(self, editor: str) -> list[str]:
         """A learned editor's own candidates (it was trained on them), else the architecture's default."""
@@ -79,35 +130,44 @@ class _ModelState:
 
     def covariance(self) -> list[torch.Tensor]:
         """Per-candidate key covariance C0 of ordinary text (computed on the pristine weights, cached)."""
-        if self._covariance is None:
-            self._covariance = key_covariance(self.backbone, self.candidates)
-        return self._covariance
+        key = tuple(c.name for c in self._candidates)
+        if key not in self.base.covariance:
+            edited = [w.clone() for w in self.own]
+            self.restore()
+            try:
+                self.activate()
+                self.base.covariance[key] = key_covariance(self.backbone, self._candidates)
+            finally:
+                self.restore(edited)
+        return self.base.covariance[key]
 
     def rule_context(self) -> RuleContext:
         return RuleContext(self.candidates, self.pristine, self.covariance)
 
     @property
     def model(self) -> torch.nn.Module:
+        self.activate()
         return self.backbone.model
 
     @torch.no_grad()
     def backup(self, indices) -> None:
         """Copy the named candidates aside, so a faulty update can be undone bit-exactly."""
         for j in indices:
-            buf = self._backup.get(int(j))
+            name = self._candidates[j].name
+            buf = self.base.backup.get(name)
             if buf is None:
-                buf = self._backup[int(j)] = torch.empty_like(self.candidates[j].param)
-            buf.copy_(self.candidates[j].param)
+                buf = self.base.backup[name] = torch.empty_like(self.own[j])
+            buf.copy_(self.own[j])
 
     @torch.no_grad()
     def roll_back(self, indices) -> None:
         for j in indices:
-            self.candidates[j].param.copy_(self._backup[int(j)])
+            self.own[j].copy_(self.base.backup[self._candidates[j].name])
 
     @torch.no_grad()
     def restore(self, weights: list[torch.Tensor] | None = None) -> None:
-        for cand, saved in zip(self.candidates, weights or self.pristine, strict=True):
-            cand.param.copy_(saved)
+        for own, saved in zip(self.own, weights or self.pristine, strict=True):
+            own.copy_(saved)
 
 
 class LifelongEditEnv(gym.Env):
@@ -308,6 +368,7 @@ class LifelongEditEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self._state.activate()
         self._state.restore()
         self._rule.reset()
         if self._rule.needs_covariance:
@@ -360,6 +421,7 @@ class LifelongEditEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before step()")
         if self._t >= self.num_steps:
             raise gym.error.ResetNeeded("the edit stream is finished; call reset() to start a new episode")
+        self._state.activate()
         mask, coef = decode_action(
             action, self.cfg.action_type, self.num_candidates, self.cfg.coef_levels, self.cfg.budget
         )

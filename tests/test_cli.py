@@ -143,7 +143,7 @@ def test_example_runs(script):
 def test_bench_prints_and_writes_every_section(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "--ids", "LifelongEdit-Tiny-v0", "--editors", "ridge", "--steps", "2"]
-    assert main([*argv, "--cost-edits", "8", "--json", str(out)]) == 0
+    assert main([*argv, "--cost-edits", "8", "--vector", "1", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     (step,) = report["step_overhead"]
     assert step["id"] == "LifelongEdit-Tiny-v0" and step["candidates"] == 6
@@ -153,6 +153,10 @@ def test_bench_prints_and_writes_every_section(tmp_path, capsys):
     assert lat["editor"] == "ridge" and lat["edit_over_fwd_bwd"] > 1.0  # an edit is a fwd+bwd plus the update
     (cost,) = report["cost_growth"]
     assert cost["edits"] == 8 and cost["faults"] == 0 and cost["ratio"] > 0
+    one, two = report["vector_memory"]
+    assert (one["num_envs"], two["num_envs"]) == (1, 2) and two["ratio_to_first"] == pytest.approx(
+        two["peak_rss_mib"] / one["peak_rss_mib"]
+    )
     assert "overhead" in capsys.readouterr().out
     assert main(["bench", "--ids", "NoSuch-v0"]) == 2
     assert "unknown env id" in capsys.readouterr().err

@@ -338,3 +338,33 @@ def test_reset_restores_bit_exactly_after_1000_edits(shared_data):
     assert info["edit_index"] == 1000 and not info["fault"] and weights_hash(env) != pristine
     env.reset(seed=0)
     assert weights_hash(env) == pristine
+
+
+def test_envs_share_one_backbone_and_keep_their_own_weights():
+    def rollout(envs, seeds, steps=4):
+        """Interleave the envs step by step; return each env's rewards and final weights hash."""
+        for env, seed in zip(envs, seeds, strict=True):
+            env.reset(seed=seed)
+        rewards = [[] for _ in envs]
+        for _ in range(steps):
+            for i, env in enumerate(envs):
+                rewards[i].append(env.step(all_candidates_action(env, 0.5))[1])
+        return rewards, [weights_hash(env) for env in envs]
+
+    shared = [gym.make("LifelongEdit-Tiny-v0", num_edits=4, final_eval=False).unwrapped for _ in range(2)]
+    assert shared[0]._state.base is shared[1]._state.base
+    assert shared[0]._state.own[0].data_ptr() != shared[1]._state.own[0].data_ptr()
+    private = [
+        gym.make("LifelongEdit-Tiny-v0", num_edits=4, final_eval=False, share_model=False).unwrapped
+        for _ in range(2)
+    ]
+    assert private[0]._state.base is not private[1]._state.base
+    together = rollout(shared, [0, 1])
+    alone = [rollout([env], [seed]) for env, seed in zip(private, [0, 1], strict=True)]
+    assert together[0] == [r for rewards, _ in alone for r in rewards]
+    assert together[1] == [h for _, hashes in alone for h in hashes]
+    assert together[1][0] != together[1][1]
+    shared[0].reset(seed=0)  # back to pristine, while its neighbour keeps its edits
+    private[0].reset(seed=0)
+    assert weights_hash(shared[0]) == weights_hash(private[0])
+    assert weights_hash(shared[1]) == together[1][1]
