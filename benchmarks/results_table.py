@@ -52,8 +52,24 @@ def cost_growth(run: dict, window: int = 50) -> float | None:
     return float(np.median(seconds[-window:]) / np.median(seconds[5 : 5 + window]))
 
 
+def _portable(command: str) -> str:
+    """A recorded command without its output paths (a rerun writes to the default JSON and table)."""
+    args = shlex.split(command)
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--json", "--markdown"):
+            skip = True
+        elif not a.startswith(("--json=", "--markdown=")):
+            out.append(a)
+    return " ".join(shlex.quote(a) for a in out)
+
+
 def write_markdown(runs: list[dict], path: Path, command: str) -> None:
-    commands = list(dict.fromkeys([*(r["command"] for r in runs if "command" in r), command]))
+    commands = list(
+        dict.fromkeys(_portable(c) for c in [*(r["command"] for r in runs if "command" in r), command])
+    )
     lines = [
         "# Baseline results",
         "",
