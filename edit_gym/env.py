@@ -68,6 +68,7 @@ class _SharedBase:
         self.backbone: Backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
         self.encoder = PairEncoder(self.backbone.tokenizer)
         self.pristine: dict[str, torch.Tensor] = {}  # candidate name -> the loaded weights (never written)
+        self.modules: dict[str, torch.nn.Module] = {}  # candidate name -> its module, for every env's names
         self.backup: dict[str, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
         self.covariance: dict[tuple[str, ...], list[torch.Tensor]] = {}
         self.active: weakref.ref | None = None  # the _ModelState whose weights are in the model
@@ -100,6 +101,7 @@ class _ModelState:
         self._candidates: list[Candidate] = resolve_candidates(self.backbone.model, list(names))
         for c in self._candidates:  # the first env to name a matrix records its loaded weights
             self.base.pristine.setdefault(c.name, c.param.data)
+            self.base.modules.setdefault(c.name, c.module)
         self.pristine = [self.base.pristine[c.name] for c in self._candidates]
         self.own = [w.clone() for w in self.pristine]
         self.pristine_norm = [float(w.float().norm()) for w in self.pristine]
@@ -107,11 +109,16 @@ class _ModelState:
         self.activate()
 
     def activate(self) -> None:
-        """Put this env's candidate weights into the (shared) model, if another env's are there."""
+        """Put this env's candidate weights into the (shared) model, if another env's are there.
+
+        Matrices that other envs edit but this one does not get their pristine weights back: an
+        env with other candidates must never compute with a neighbour's edits.
+        """
         if self.base.active is not None and self.base.active() is self:
             return
-        for cand, weight in zip(self._candidates, self.own, strict=True):
-            cand.module.weight.data = weight
+        mine = {c.name: w for c, w in zip(self._candidates, self.own, strict=True)}
+        for name, module in self.base.modules.items():
+            module.weight.data = mine.get(name, self.base.pristine[name])
         self.base.active = weakref.ref(self)
 
     @property

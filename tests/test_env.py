@@ -368,3 +368,18 @@ def test_envs_share_one_backbone_and_keep_their_own_weights():
     private[0].reset(seed=0)
     assert weights_hash(shared[0]) == weights_hash(private[0])
     assert weights_hash(shared[1]) == together[1][1]
+
+
+def test_an_env_never_computes_with_a_neighbours_edits_of_other_matrices():
+    others = ["model.layers.1.mlp.up_proj", "model.layers.2.self_attn.o_proj"]
+    neighbour = gym.make("LifelongEdit-Tiny-v0", candidates=others, num_edits=3, final_eval=False).unwrapped
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=3, final_eval=False).unwrapped
+    private = gym.make("LifelongEdit-Tiny-v0", num_edits=3, final_eval=False, share_model=False).unwrapped
+    neighbour.reset(seed=0)
+    for _ in range(2):
+        neighbour.step(all_candidates_action(neighbour, 1.0))  # edits up_proj / o_proj, which env does not
+    rewards = []
+    for e in (env, private):
+        e.reset(seed=4)
+        rewards.append(e.step(all_candidates_action(e, 0.0))[1])
+    assert rewards[0] == rewards[1]
