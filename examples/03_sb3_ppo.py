@@ -31,7 +31,7 @@ model = PPO(
     policy_kwargs={"features_extractor_class": LayerStatsExtractor},  # one encoder shared by layers
     tensorboard_log=logs,
 )
-model.learn(256, callback=EditMetricsCallback())
+model.learn(128, callback=EditMetricsCallback())
 print(f"TensorBoard logs in {logs} (tensorboard --logdir {logs})")
 
 result = run_episode(env, model, seed=100, extended=False, progress=False)  # a held-out stream

@@ -2,7 +2,7 @@
 
 Unlike SB3, it learns the mask *and* the per-candidate coefficient. The env's base step is 10x
 below its calibrated value (step_size=0.1), so a good policy must raise its coefficients. This
-is a one-minute smoke run: 1,024 steps are often not enough, and whether the trained policy
+is a one-minute smoke run: 256 steps are often not enough, and whether the trained policy
 beats its own initialization on held-out streams depends on the seed; the script prints both so
 you can see which way it went. Learning curves over longer runs: benchmarks/hiedit_learning_curve.py.
 Read agents/ppo.py top to bottom: Args, Policy, then train (rollout -> GAE -> clipped updates).
@@ -24,7 +24,7 @@ env = gym.make("LifelongEdit-Tiny-v0", **kwargs)
 out = tempfile.mkdtemp(prefix="custom-ppo-")
 args = Args(env_id="LifelongEdit-Tiny-v0", env_kwargs=kwargs, seed=0, tb_dir=f"{out}/tb")
 untrained = PPOAgent(env, Args(seed=0))
-agent = PPOAgent(env, args).learn(1024)
+agent = PPOAgent(env, args).learn(256)
 agent.save(f"{out}/policy")
 loaded = PPOAgent.load(f"{out}/policy", env)
 held_out = range(100, 104)  # streams never seen in training

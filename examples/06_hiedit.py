@@ -14,7 +14,7 @@ from agents.hiedit import HiEditAgent, make_training_env
 from edit_gym.runner import run_episode
 
 env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "ppo", num_edits=6)
-agent = HiEditAgent(env, "ppo", seed=0, learning_rate=3e-3).learn(256)
+agent = HiEditAgent(env, "ppo", seed=0, learning_rate=3e-3).learn(128)
 folder = tempfile.mkdtemp(prefix="hiedit-") + "/selector"
 agent.save(folder)
 loaded = HiEditAgent.load(folder, env=env)

@@ -10,6 +10,7 @@ extending guide run, block by block, on the tiny environment.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import subprocess
@@ -46,6 +47,7 @@ ALL_COMMANDS = [
 ]
 
 
+@functools.cache
 def _help(script: Path) -> str:
     run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-1000:]
