@@ -135,9 +135,10 @@ class HiEditAgent:
             raise ValueError(f"learn(callback=...) is supported by the ppo trainer, not {self.trainer}")
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
+            self.model.args.progress_bar = progress_bar
             self.model.learn(total_timesteps, callback=callback)
         elif self.trainer == "straight-through":
-            self.model.learn(total_timesteps, tb_log_dir=tb_log_dir)
+            self.model.learn(total_timesteps, tb_log_dir=tb_log_dir, progress_bar=progress_bar)
         else:
             from agents.callbacks import EditMetricsCallback
 
@@ -305,15 +306,19 @@ class StraightThroughSelector:
         }
         return (mask_st * dm).sum(), info
 
-    def learn(self, total_timesteps: int, tb_log_dir: str | None = None) -> StraightThroughSelector:
+    def learn(
+        self, total_timesteps: int, tb_log_dir: str | None = None, progress_bar: bool = False
+    ) -> StraightThroughSelector:
         writer = None
         if tb_log_dir:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(tb_log_dir)
+        from tqdm.auto import tqdm
+
         obs, _ = self.env.reset(seed=self.seed)
         episode = 0
-        for step in range(total_timesteps):
+        for step in tqdm(range(total_timesteps), desc="hiedit", unit="step", disable=not progress_bar):
             surrogate, info = self.mask_gradient(obs)
             self.optimizer.zero_grad()
             surrogate.backward()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Bernoulli, Normal
+from tqdm.auto import tqdm
 
 from edit_gym.tensorboard_layout import StepAverager, log_hparams
 
@@ -76,6 +77,8 @@ class Args:
     """initial log std of the coefficient head"""
     tb_dir: str | None = None
     """TensorBoard log folder (None: no logging)"""
+    progress_bar: bool = True
+    """show a tqdm progress bar over the training steps"""
 
     @property
     def batch_size(self) -> int:
@@ -243,7 +246,11 @@ def train(
     resetting = np.zeros(n, dtype=bool)  # the next step of this sub-env is an autoreset step
     ep_return, ep_returns = np.zeros(n), []
     num_iterations = max(1, args.total_timesteps // args.batch_size)
+    bar = tqdm(total=num_iterations * args.batch_size, desc="ppo", unit="step", disable=not args.progress_bar)
     for iteration in range(1, num_iterations + 1):
+        bar.update(args.batch_size)
+        if ep_returns:
+            bar.set_postfix(ret=f"{np.mean(ep_returns[-10:]):.2f}")
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / num_iterations) * args.learning_rate
 
@@ -339,6 +346,7 @@ def train(
             writer.add_scalar("charts/SPS", int(global_step / (time.time() - start)), global_step)
         if callback is not None:
             callback(global_step, policy, writer)
+    bar.close()
     if writer is not None:
         last = ep_returns[-10:]
         log_hparams(

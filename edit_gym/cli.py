@@ -307,7 +307,7 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     if args.trainer == "straight-through" and args.budget is not None:
         extra["budget"] = args.budget
     agent = HiEditAgent(env, args.trainer, **extra)
-    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=args.trainer in ("sb3", "maskable"))
+    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=True)
     agent.save(args.out)
     print(f"wrote {args.out}; evaluate it with")
     print(f"  edit-gym eval --agent hiedit --checkpoint {args.out} --env {args.env} --edits N")
@@ -335,7 +335,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from agents.rledit import RLEditAgent, RLEditConfig
 
     if args.agent == "hiedit":
-        return _train_hiedit(args)
+        code = _train_hiedit(args)
+        return code or _evaluate_trained(args)
 
     if args.sequences < 1 or args.edits_per_sequence < 1:
         raise ValueError("--sequences and --edits-per-sequence must be positive integers")
@@ -372,7 +373,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"  edit-gym eval --agent rledit --checkpoint {args.out} --env {args.env} --edits N")
     print(f"  gym.make({args.env!r}, editor={agent.editor_spec(args.out)!r})")
     env.close()
-    return 0
+    return _evaluate_trained(args)
+
+
+EVAL_SEED = 10_000  # held-out stream seed for the evaluation that follows training
+
+
+def _evaluate_trained(args: argparse.Namespace) -> int:
+    """With --tensorboard: evaluate the new checkpoint on a held-out stream into TENSORBOARD/eval.
+
+    The training run's TensorBoard folder then holds the whole layout: the training scalars and,
+    from this evaluation, final metrics, histograms, the figures, sample edits and HParams.
+    """
+    if not args.tensorboard or args.eval_edits == 0:
+        return 0
+    from pathlib import Path
+
+    dataset = args.eval_dataset or {"facts-train": "facts-test"}.get(args.dataset, args.dataset)
+    evaluation = argparse.Namespace(
+        agent=args.agent,
+        checkpoint=args.out,
+        env=args.env,
+        edits=args.eval_edits,
+        edits_per_step=1,
+        dataset=dataset,
+        editor=None,
+        seed=EVAL_SEED,
+        no_extended=True,
+        json=None,
+        retention_points=5,
+        samples=3,
+        plots=None,
+        tensorboard=str(Path(args.tensorboard) / "eval"),
+    )
+    print(f"evaluating on {evaluation.edits} held-out edits (seed {EVAL_SEED}) into {evaluation.tensorboard}")
+    return _cmd_eval(evaluation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,7 +558,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--rank", type=int, default=32, help="hypernet block rank (default: %(default)s)")
     tr.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
-    tr.add_argument("--tensorboard", help="write TensorBoard logs to this folder")
+    tr.add_argument(
+        "--tensorboard",
+        help="write TensorBoard logs to this folder (training, then a held-out evaluation under eval/)",
+    )
+    tr.add_argument(
+        "--eval-edits",
+        type=int,
+        default=20,
+        help="with --tensorboard: edits of the held-out evaluation after training (default: %(default)s; 0: none)",
+    )
+    tr.add_argument(
+        "--eval-dataset",
+        help="data of that evaluation (default: facts-test after facts-train, else the training data)",
+    )
     tr.add_argument(
         "--checkpoint-every",
         type=int,
@@ -540,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "edits", 1) < 1:
         parser.error("--edits must be a positive integer")
+    if getattr(args, "eval_edits", 0) < 0:
+        parser.error("--eval-edits must be >= 0")
     if getattr(args, "retention_points", 0) < 0 or getattr(args, "samples", 0) < 0:
         parser.error("--retention-points and --samples must be >= 0")
     try:

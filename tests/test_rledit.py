@@ -207,6 +207,10 @@ def test_cli_train_then_eval(tmp_path, capsys):
     tags = tensorboard_tags(tb)
     assert {"losses/sequence_loss", "edit/immediate_efficacy", "hparam/sequence_loss"} <= tags["scalars"]
     assert "_hparams_/experiment" in tags["hparams"]
+    # the held-out evaluation after training completes the layout in TB/eval
+    assert {"plots/mask_heatmap", "plots/retention_matrix", "plots/efficacy_vs_edits"} <= tags["images"]
+    assert {"edit/final_efficacy", "reward/total"} <= tags["scalars"]
+    assert "samples/edits/text_summary" in tags["tensors"]
     result = tmp_path / "r.json"
     args = ["eval", "--agent", "rledit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
     assert main([*args, "--edits", "3", "--no-extended", "--json", str(result)]) == 0
