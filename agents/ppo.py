@@ -365,7 +365,15 @@ def write_policy(policy: Policy, folder: Path, args: Args) -> None:
     save_file(
         {k: v.contiguous() for k, v in policy.state_dict().items()}, str(Path(folder) / "policy.safetensors")
     )
-    meta = {"format": "edit-gym-ppo-policy", "version": 1, "args": asdict(args)}
+    from edit_gym.editing.hypernet import file_sha256
+
+    weights = Path(folder) / "policy.safetensors"
+    meta = {
+        "format": "edit-gym-ppo-policy",
+        "version": 1,
+        "args": asdict(args),
+        "sha256": file_sha256(weights),
+    }
     (Path(folder) / "policy.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -389,9 +397,18 @@ def load_policy(path: str | Path, observation_space: gym.spaces.Dict) -> tuple[P
         raise ValueError(f"{path} is not a saved PPO policy folder ({err})") from None
     if meta.get("format") != "edit-gym-ppo-policy":
         raise ValueError(f"{path / 'policy.json'}: not an edit-gym PPO policy")
+    if meta.get("version") != 1:
+        raise ValueError(f"{path / 'policy.json'}: version {meta.get('version')!r}, this edit-gym reads 1")
+    from edit_gym.editing.hypernet import file_sha256
+
+    weights = path / "policy.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{weights} is missing")
+    if "sha256" in meta and file_sha256(weights) != meta["sha256"]:  # folders from before 0.2 carry none
+        raise ValueError(f"{weights} does not match the checksum in policy.json (corrupted or partial)")
     args = Args(**meta["args"])
     policy = Policy(observation_space, args.hidden, args.init_log_std)
-    policy.load_state_dict(load_file(str(path / "policy.safetensors")))
+    policy.load_state_dict(load_file(str(weights)))
     return policy, args
 
 

@@ -114,3 +114,15 @@ def test_same_seed_same_initial_policy():
     c = PPOAgent(env, Args(seed=4))
     pa, pb, pc = (torch.cat([p.flatten() for p in x.policy.parameters()]) for x in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_corrupted_policy_file_is_refused(tmp_path):
+    from agents.ppo import load_policy
+
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2)
+    agent = PPOAgent(env, Args(seed=0))
+    path = agent.save(tmp_path / "policy")
+    weights = path / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(ValueError, match="does not match the checksum"):
+        load_policy(path, env.observation_space)
