@@ -167,8 +167,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [i for i in args.ids if i not in edit_gym.env_ids()]
     if unknown:
         raise ValueError(f"unknown env id(s) {unknown} (see `edit-gym envs`)")
-    if args.steps < 1 or args.cost_edits < 0:
-        raise ValueError("--steps must be >= 1 and --cost-edits >= 0")
+    if args.steps < 1 or args.cost_edits < 0 or args.cost_window < 1:
+        raise ValueError("--steps and --cost-window must be >= 1 and --cost-edits >= 0")
     report: dict = {
         "machine": {
             "platform": platform.platform(),
@@ -228,7 +228,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"\ncost growth, model {args.model}: {'editor':<20} {'s @10':>8} {f's @{args.cost_edits}':>9} {'ratio':>6}"
         )
         for editor in args.editors:
-            r = bench.cost_growth(args.model, args.dataset, editor, args.cost_edits, seed=args.seed)
+            r = bench.cost_growth(
+                args.model, args.dataset, editor, args.cost_edits, args.cost_window, args.seed
+            )
             report["cost_growth"].append({"model": args.model, **r})
             print(
                 f"{'':<{len(args.model) + 20}}{editor:<20} {r['early_s']:>8.4f} {r['late_s']:>9.4f} {r['ratio']:>6.2f}",
@@ -488,6 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="also time steps at edit ~10 vs edit N=COST_EDITS per editor (e.g. 1000; default: off)",
+    )
+    be.add_argument(
+        "--cost-window",
+        type=int,
+        default=50,
+        help="steps timed at each end for --cost-edits (default: %(default)s)",
     )
     be.add_argument(
         "--vector",

@@ -143,7 +143,10 @@ def test_example_runs(script):
 def test_bench_prints_and_writes_every_section(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["bench", "--ids", "LifelongEdit-Tiny-v0", "--editors", "ridge", "--steps", "2"]
-    assert main([*argv, "--cost-edits", "8", "--vector", "1", "2", "--json", str(out)]) == 0
+    assert (
+        main([*argv, "--cost-edits", "8", "--cost-window", "4", "--vector", "1", "2", "--json", str(out)])
+        == 0
+    )
     report = json.loads(out.read_text())
     (step,) = report["step_overhead"]
     assert step["id"] == "LifelongEdit-Tiny-v0" and step["candidates"] == 6
