@@ -12,6 +12,8 @@ observation, action and reward tables.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -139,14 +141,20 @@ class _ModelState:
         """Per-candidate key covariance C0 of ordinary text (computed on the pristine weights, cached)."""
         key = tuple(c.name for c in self._candidates)
         if key not in self.base.covariance:
-            edited = [w.clone() for w in self.own]
-            self.restore()
-            try:
-                self.activate()
+            with self.at_pristine():
                 self.base.covariance[key] = key_covariance(self.backbone, self._candidates)
-            finally:
-                self.restore(edited)
         return self.base.covariance[key]
+
+    @contextmanager
+    def at_pristine(self) -> Iterator[None]:
+        """Within the block the model computes with this env's pristine weights; its edits come back after."""
+        edited = [w.clone() for w in self.own]
+        self.restore()
+        try:
+            self.activate()
+            yield
+        finally:
+            self.restore(edited)
 
     def rule_context(self) -> RuleContext:
         return RuleContext(self.candidates, self.pristine, self.covariance)
@@ -591,8 +599,7 @@ class LifelongEditEnv(gym.Env):
 
         if which not in ("edited", "stream"):
             raise ValueError(f"which must be 'edited' or 'stream', got {which!r}")
-        count = self._t * self.cfg.edits_per_step if which == "edited" else len(self._stream)
-        idx = [int(i) for i in self._stream[:count]]
+        idx = self._applied() if which == "edited" else [int(i) for i in self._stream]
         if not idx:
             return {}
         device, enc = self._state.backbone.device, self._state.encoder
@@ -604,6 +611,10 @@ class LifelongEditEnv(gym.Env):
             out["perplexity"] = perplexity(self.model, self._heldout_samples(), device)
         return out
 
+    def _applied(self) -> list[int]:
+        """Request indices of the edits applied so far, in stream order."""
+        return [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
+
     def edit_efficacies(self) -> list[float]:
         """Efficacy of each edit applied so far, in stream order, on the current weights.
 
@@ -612,8 +623,7 @@ class LifelongEditEnv(gym.Env):
         """
         from edit_gym.editing.scores import accuracy
 
-        idx = [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
-        pairs = [(self._requests[i].prompt, self._requests[i].target_new) for i in idx]
+        pairs = [(self._requests[i].prompt, self._requests[i].target_new) for i in self._applied()]
         if not pairs:
             return []
         return accuracy(self.model, self._state.encoder, pairs, device=self._state.backbone.device)
@@ -650,12 +660,8 @@ class LifelongEditEnv(gym.Env):
         if getattr(self, "_samples", None) is None:
             from edit_gym.editing.covariance import model_samples
 
-            edited = [c.param.detach().clone() for c in self.candidates]
-            self._state.restore()
-            try:
+            with self._state.at_pristine():
                 self._samples = model_samples(self._state.backbone, "heldout")
-            finally:
-                self._state.restore(edited)
         return self._samples
 
     def export(self, path: str | Path) -> Path:
@@ -669,9 +675,9 @@ class LifelongEditEnv(gym.Env):
 
         from edit_gym.cache import atomic_write_folder
 
-        if not getattr(self, "_ready", False) and not hasattr(self, "_stream"):
+        if not hasattr(self, "_stream"):
             raise gym.error.ResetNeeded("call reset() before export(): there is no episode to export")
-        done = [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
+        done = self._applied()
         manifest = {
             "format": "edit-gym-export",
             "version": 1,
