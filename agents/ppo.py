@@ -399,13 +399,13 @@ def load_policy(path: str | Path, observation_space: gym.spaces.Dict) -> tuple[P
         raise ValueError(f"{path / 'policy.json'}: not an edit-gym PPO policy")
     if meta.get("version") != 1:
         raise ValueError(f"{path / 'policy.json'}: version {meta.get('version')!r}, this edit-gym reads 1")
-    from edit_gym.editing.hypernet import file_sha256
+    from edit_gym.editing.hypernet import verify_sha256
 
     weights = path / "policy.safetensors"
     if not weights.is_file():
         raise ValueError(f"{weights} is missing")
-    if "sha256" in meta and file_sha256(weights) != meta["sha256"]:  # folders from before 0.2 carry none
-        raise ValueError(f"{weights} does not match the checksum in policy.json (corrupted or partial)")
+    if "sha256" in meta:  # folders from before the checksum carry none
+        verify_sha256(weights, meta["sha256"], "policy.json")
     args = Args(**meta["args"])
     policy = Policy(observation_space, args.hidden, args.init_log_std)
     policy.load_state_dict(load_file(str(weights)))

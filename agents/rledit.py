@@ -48,6 +48,7 @@ from edit_gym.editing.hypernet import (
     HyperNetConfig,
     file_sha256,
     load_hypernet,
+    verify_sha256,
     write_hypernet,
 )
 from edit_gym.editing.scores import answer_logprobs
@@ -507,8 +508,7 @@ def _read_optimizer(path: Path, groups: list, sha256: str | None) -> dict:
 
     if not path.is_file():
         raise CheckpointError(f"{path} is missing (the checkpoint names optimizer state)")
-    if file_sha256(path) != sha256:
-        raise CheckpointError(f"{path} does not match the checksum in {AGENT_FILE} (corrupted or partial)")
+    verify_sha256(path, sha256, AGENT_FILE)
     try:
         flat = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:

@@ -198,6 +198,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_sha256(path: Path, expected: str | None, meta_name: str) -> None:
+    """Refuse a checkpoint file whose SHA-256 is not the one its metadata ``meta_name`` records."""
+    if file_sha256(path) != expected:
+        raise CheckpointError(f"{path} does not match the checksum in {meta_name} (corrupted or partial)")
+
+
 def write_hypernet(net: HyperNet, folder: Path) -> None:
     """Write the net's tensors and metadata into ``folder`` (use inside an atomic folder write)."""
     from safetensors.torch import save_file
@@ -241,10 +247,7 @@ def load_hypernet(folder: str | Path, device: torch.device | str = "cpu") -> Hyp
         raise CheckpointError(f"{meta_path}: format is not {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{meta_path}: version {meta.get('version')!r}, this edit-gym reads {VERSION}")
-    if file_sha256(weights_path) != meta.get("sha256"):
-        raise CheckpointError(
-            f"{weights_path} does not match the checksum in {META_FILE} (corrupted or partial)"
-        )
+    verify_sha256(weights_path, meta.get("sha256"), META_FILE)
     try:
         net = HyperNet(HyperNetConfig(**meta["config"]))
     except (TypeError, ValueError) as err:
