@@ -392,22 +392,19 @@ def _evaluate_trained(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     dataset = args.eval_dataset or {"facts-train": "facts-test"}.get(args.dataset, args.dataset)
-    evaluation = argparse.Namespace(
-        agent=args.agent,
-        checkpoint=args.out,
-        env=args.env,
-        edits=args.eval_edits,
-        edits_per_step=1,
-        dataset=dataset,
-        editor=None,
-        seed=EVAL_SEED,
-        no_extended=True,
-        json=None,
-        retention_points=5,
-        samples=3,
-        plots=None,
-        tensorboard=str(Path(args.tensorboard) / "eval"),
-    )
+    argv = ["eval", "--agent", args.agent, "--checkpoint", args.out, "--env", args.env]
+    argv += ["--edits", str(args.eval_edits), "--seed", str(EVAL_SEED), "--no-extended"]
+    argv += [
+        "--retention-points",
+        "5",
+        "--samples",
+        "3",
+        "--tensorboard",
+        str(Path(args.tensorboard) / "eval"),
+    ]
+    if dataset:
+        argv += ["--dataset", dataset]
+    evaluation = build_parser().parse_args(argv)  # the eval command's own defaults for the rest
     print(f"evaluating on {evaluation.edits} held-out edits (seed {EVAL_SEED}) into {evaluation.tensorboard}")
     return _cmd_eval(evaluation)
 
