@@ -1,4 +1,4 @@
-"""Stable-Baselines3 callbacks that log edit-gym's shared TensorBoard layout.
+"""Stable-Baselines3 callbacks: edit-gym's shared TensorBoard layout, and a per-step hook.
 
 Pass one to any SB3 ``learn(callback=...)``; it records the env's reward terms, immediate edit
 metrics and action statistics (:mod:`edit_gym.tensorboard_layout`) as rollout means, next to SB3's
@@ -10,6 +10,8 @@ own ``train/*`` and ``rollout/*`` tags::
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -29,4 +31,16 @@ class EditMetricsCallback(BaseCallback):
                 continue
             for tag, value in step_scalars(info, float(reward)).items():
                 self.logger.record_mean(tag, value)
+        return True
+
+
+class StepCallback(BaseCallback):
+    """Calls ``fn(num_timesteps)`` after every env step of ``learn`` (e.g. a periodic checkpoint)."""
+
+    def __init__(self, fn: Callable[[int], None]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def _on_step(self) -> bool:
+        self.fn(self.num_timesteps)
         return True

@@ -24,6 +24,7 @@ policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,25 +129,46 @@ class HiEditAgent:
         tb_log_dir: str | None = None,
         progress_bar: bool = False,
         callback=None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
     ) -> HiEditAgent:
         """Train the selector. ``callback(global_step, policy, writer)`` (``ppo`` trainer only) runs
-        after every PPO update, e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``)."""
+        after every PPO update, e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``).
+
+        ``checkpoint_every`` > 0 saves this agent to ``checkpoint_dir`` each time training passes
+        another multiple of that many env steps (at the next update boundary for the PPO trainers).
+        Saves are atomic, so an interrupted run (Ctrl-C) keeps its last whole checkpoint.
+        """
         if callback is not None and self.trainer != "ppo":
             raise ValueError(f"learn(callback=...) is supported by the ppo trainer, not {self.trainer}")
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+        if checkpoint_every and checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs a checkpoint_dir")
+        checkpoint = _PeriodicSave(lambda: self.save(checkpoint_dir), checkpoint_every)
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
             self.model.args.progress_bar = progress_bar
-            self.model.learn(total_timesteps, callback=callback)
+
+            def after_update(global_step: int, policy, writer) -> None:
+                checkpoint(global_step)
+                if callback is not None:
+                    callback(global_step, policy, writer)
+
+            self.model.learn(total_timesteps, callback=after_update)
         elif self.trainer == "straight-through":
-            self.model.learn(total_timesteps, tb_log_dir=tb_log_dir, progress_bar=progress_bar)
+            self.model.learn(
+                total_timesteps, tb_log_dir=tb_log_dir, progress_bar=progress_bar, after_step=checkpoint
+            )
         else:
-            from agents.callbacks import EditMetricsCallback
+            from agents.callbacks import EditMetricsCallback, StepCallback
 
             if tb_log_dir:
                 from stable_baselines3.common.logger import configure
 
                 self.model.set_logger(configure(tb_log_dir, ["tensorboard"]))
-            self.model.learn(total_timesteps, progress_bar=progress_bar, callback=EditMetricsCallback())
+            callbacks = [EditMetricsCallback(), StepCallback(checkpoint)]
+            self.model.learn(total_timesteps, progress_bar=progress_bar, callback=callbacks)
         return self
 
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
@@ -307,8 +329,13 @@ class StraightThroughSelector:
         return (mask_st * dm).sum(), info
 
     def learn(
-        self, total_timesteps: int, tb_log_dir: str | None = None, progress_bar: bool = False
+        self,
+        total_timesteps: int,
+        tb_log_dir: str | None = None,
+        progress_bar: bool = False,
+        after_step: Callable[[int], None] | None = None,
     ) -> StraightThroughSelector:
+        """``after_step(steps_done)`` runs after every optimizer step (e.g. a periodic checkpoint)."""
         writer = None
         if tb_log_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -332,9 +359,23 @@ class StraightThroughSelector:
                 obs, _ = self.env.reset(seed=self.seed + episode)
             else:
                 obs = info["obs"]
+            if after_step is not None:
+                after_step(step + 1)
         if writer is not None:
             writer.close()
         return self
+
+
+class _PeriodicSave:
+    """Calls ``save`` each time the step count passes another multiple of ``every`` (0: never)."""
+
+    def __init__(self, save: Callable[[], Any], every: int) -> None:
+        self.save, self.every, self.saved_at = save, every, 0
+
+    def __call__(self, steps: int) -> None:
+        if self.every and steps // self.every > self.saved_at // self.every:
+            self.save()
+            self.saved_at = steps
 
 
 def _sb3_algorithm(trainer: str):

@@ -353,6 +353,8 @@ class RLEditAgent:
 
         if total_sequences < 1:
             raise ValueError(f"total_sequences must be >= 1, got {total_sequences}")
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
         if checkpoint_every and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir")
         cfg = self.config

@@ -309,7 +309,13 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     if args.trainer == "straight-through" and args.budget is not None:
         extra["budget"] = args.budget
     agent = HiEditAgent(env, args.trainer, **extra)
-    agent.learn(args.timesteps, tb_log_dir=args.tensorboard, progress_bar=True)
+    agent.learn(
+        args.timesteps,
+        tb_log_dir=args.tensorboard,
+        progress_bar=True,
+        checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+    )
     agent.save(args.out)
     print(f"wrote {args.out}; evaluate it with")
     print(f"  edit-gym eval --agent hiedit --checkpoint {args.out} --env {args.env} --edits N")
@@ -581,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=int,
         default=0,
-        help="also save every N sequences (default: only at the end)",
+        help="also save to --out every N sequences (rledit) or env steps (hiedit); an interrupted "
+        "run keeps its last whole checkpoint (default: only at the end)",
     )
     tr.add_argument("--out", required=True, help="checkpoint folder to write")
     tr.set_defaults(func=_cmd_train)

@@ -108,3 +108,54 @@ def test_learn_callback_sees_every_update():
     sb3 = HiEditAgent(make_training_env("LifelongEdit-Tiny-v0", "ridge", "sb3", num_edits=4), "sb3")
     with pytest.raises(ValueError, match="supported by the ppo trainer"):
         sb3.learn(8, callback=lambda *a: None)
+
+
+def _policy_state(agent: HiEditAgent) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in agent.model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sb3", "maskable", "straight-through"])
+def test_interrupted_training_keeps_the_last_periodic_checkpoint(trainer, tmp_path, monkeypatch):
+    from edit_gym.env import LifelongEditEnv
+
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", trainer, num_edits=4)
+    small = {"sb3": {"n_steps": 8, "batch_size": 8}, "maskable": {"n_steps": 8, "batch_size": 8}}
+    small["ppo"] = {"num_steps": 4, "num_envs": 2}
+    agent = HiEditAgent(env, trainer, seed=0, **small.get(trainer, {}))
+    saved: list[dict[str, torch.Tensor]] = []
+    original_save = HiEditAgent.save
+
+    def recording_save(self, path):
+        out = original_save(self, path)
+        saved.append(_policy_state(self))
+        return out
+
+    monkeypatch.setattr(HiEditAgent, "save", recording_save)
+    calls = {"n": 0}
+    original_step = LifelongEditEnv.step
+
+    def step_then_ctrl_c(self, action):
+        calls["n"] += 1
+        if calls["n"] == 27:  # mid-rollout, after at least two checkpoints
+            raise KeyboardInterrupt
+        return original_step(self, action)
+
+    monkeypatch.setattr(LifelongEditEnv, "step", step_then_ctrl_c)
+    folder = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        agent.learn(64, checkpoint_dir=folder, checkpoint_every=8)
+    monkeypatch.undo()
+    assert len(saved) >= 2, "two or more checkpoints were due before the interruption"
+    loaded = HiEditAgent.load(folder, env)
+    for name, value in _policy_state(loaded).items():
+        assert torch.equal(value, saved[-1][name]), f"{name} differs from the last checkpoint"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial folder left"
+
+
+def test_checkpoint_every_needs_a_folder():
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "straight-through", num_edits=4)
+    agent = HiEditAgent(env, "straight-through")
+    with pytest.raises(ValueError, match="needs a checkpoint_dir"):
+        agent.learn(4, checkpoint_every=2)
+    with pytest.raises(ValueError, match=">= 0"):
+        agent.learn(4, checkpoint_dir="unused", checkpoint_every=-1)
