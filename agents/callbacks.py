@@ -35,12 +35,22 @@ class EditMetricsCallback(BaseCallback):
 
 
 class StepCallback(BaseCallback):
-    """Calls ``fn(num_timesteps)`` after every env step of ``learn`` (e.g. a periodic checkpoint)."""
+    """Calls ``fn(num_timesteps)`` after every env step of ``learn`` (e.g. a periodic checkpoint),
+    or with ``on="update"`` after each policy update except the last (SB3 trains on a rollout after
+    its ``on_rollout_end``, so the hook is the next rollout's start; call ``fn`` once more after
+    ``learn`` returns for the last update)."""
 
-    def __init__(self, fn: Callable[[int], None]) -> None:
+    def __init__(self, fn: Callable[[int], None], on: str = "step") -> None:
         super().__init__()
-        self.fn = fn
+        if on not in ("step", "update"):
+            raise ValueError(f"on must be 'step' or 'update', got {on!r}")
+        self.fn, self.on = fn, on
 
     def _on_step(self) -> bool:
-        self.fn(self.num_timesteps)
+        if self.on == "step":
+            self.fn(self.num_timesteps)
         return True
+
+    def _on_rollout_start(self) -> None:
+        if self.on == "update" and self.num_timesteps > 0:
+            self.fn(self.num_timesteps)

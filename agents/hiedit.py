@@ -132,15 +132,18 @@ class HiEditAgent:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 0,
     ) -> HiEditAgent:
-        """Train the selector. ``callback(global_step, policy, writer)`` (``ppo`` trainer only) runs
-        after every PPO update, e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``).
+        """Train the selector. ``callback(global_step, policy, writer)`` runs after every PPO update
+        (``ppo``: with the custom PPO's writer; ``sb3`` / ``maskable``: with writer None),
+        e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``).
 
         ``checkpoint_every`` > 0 saves this agent to ``checkpoint_dir`` each time training passes
         another multiple of that many env steps (at the next update boundary for the PPO trainers).
         Saves are atomic, so an interrupted run (Ctrl-C) keeps its last whole checkpoint.
         """
-        if callback is not None and self.trainer != "ppo":
-            raise ValueError(f"learn(callback=...) is supported by the ppo trainer, not {self.trainer}")
+        if callback is not None and self.trainer == "straight-through":
+            raise ValueError(
+                "learn(callback=...) is supported by the ppo, sb3 and maskable trainers, not straight-through"
+            )
         if checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
         if checkpoint_every and checkpoint_dir is None:
@@ -168,7 +171,15 @@ class HiEditAgent:
 
                 self.model.set_logger(configure(tb_log_dir, ["tensorboard"]))
             callbacks = [EditMetricsCallback(), StepCallback(checkpoint)]
+            policy = self.model.policy
+
+            def after_update(steps: int) -> None:
+                if callback is not None:
+                    callback(steps, policy, None)
+
+            callbacks.append(StepCallback(after_update, on="update"))
             self.model.learn(total_timesteps, progress_bar=progress_bar, callback=callbacks)
+            after_update(self.model.num_timesteps)  # the last update has no next rollout start
         return self
 
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):

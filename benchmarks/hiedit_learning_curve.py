@@ -1,15 +1,18 @@
 """HiEdit learning curve: the selector's held-out return over training, next to random-K and all.
 
-Trains the HiEdit selector with the custom PPO (``agents/ppo.py``) on the training split, on the
-env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse * touched / L). Every
-``--eval-every`` env steps it plays the *held-out* streams (test split, fixed seeds) with the
-deterministic selector, with a random-K selector touching as many candidates per edit as the learned
-one did, and with all candidates (advantage 0, so its return is the sparsity cost alone). Writes a
-JSON, a Markdown table and a PNG plot (mean and 95% t-interval over the held-out seeds), and the same
-curves to TensorBoard (``eval/return_learned``, ``eval/return_random_k``, ``eval/return_all``).
+Trains the HiEdit selector on the training split, on the env's ``reward="advantage"``
+(r(mask) - r(all candidates) - w_sparse * touched / L), with the custom PPO (``--trainer ppo``: a
+free mask, any number of candidates) or with sb3-contrib's MaskablePPO under a layer budget
+(``--trainer maskable --budget K``: at most K candidates per edit). Every ``--eval-every`` env steps
+it plays the *held-out* streams (test split, fixed seeds) with the deterministic selector, a
+random-K selector, a fixed block of K candidates (K = the budget, or as many candidates per edit as
+the learned selector touched) and all candidates (advantage 0, so its return is the sparsity cost
+alone). Writes a JSON, a Markdown table and a PNG plot (mean and 95% t-interval over the held-out
+seeds), and the same curves to TensorBoard (``eval/return_<selector>``).
 
     python benchmarks/hiedit_learning_curve.py --env LifelongEdit-Tiny-v0 --low-level ridge \
         --timesteps 2048 --eval-every 256 --out docs/hiedit_learning_curve
+    python benchmarks/hiedit_learning_curve.py --trainer maskable --budget 2 --out docs/hiedit_learning_curve_k2
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ import numpy as np
 import torch
 
 import edit_gym  # noqa: F401  registers the ids
-from agents import AllCandidatesAgent, RandomKAgent
+from agents import AllCandidatesAgent, FixedBlockAgent, RandomKAgent
 from agents.hiedit import HiEditAgent, make_training_env
-from agents.ppo import PPOAgent
 from edit_gym.cache import atomic_write_bytes, atomic_write_text
 from edit_gym.stats import interval
 
-SELECTORS = ("learned", "random_k", "all")
+SELECTORS = ("learned", "random_k", "fixed_k", "all")
+LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "all": "all"}
 
 
 def play(env, agent, seed: int) -> tuple[float, float]:
@@ -48,16 +51,17 @@ def play(env, agent, seed: int) -> tuple[float, float]:
     return total, float(np.mean(touched))
 
 
-def evaluate(env, policy, seeds: list[int]) -> dict:
-    """Held-out returns of the learned, random-K (K matched to the learned) and all selectors."""
-    selector = PPOAgent(env, policy=policy)
+def evaluate(env, selector, seeds: list[int], budget: int | None = None) -> dict:
+    """Held-out returns of the learned selector (anything with ``predict``), random-K, fixed-K and
+    all candidates; K = ``budget``, else as many candidates per edit as the learned one touched."""
     learned = [play(env, selector, s) for s in seeds]
     n = env.unwrapped.num_candidates
-    k = max(1, round(float(np.mean([t for _, t in learned])) * n))
+    k = budget or max(1, round(float(np.mean([t for _, t in learned])) * n))
     randoms = [play(env, RandomKAgent(env, k=k, seed=s), s) for s in seeds]
-    alls = [play(env, AllCandidatesAgent(env), s) for s in seeds]
+    fixed = [play(env, FixedBlockAgent(env, size=k), s) for s in seeds]
+    alls = [play(env, AllCandidatesAgent(env), s) for s in seeds] if budget is None or budget >= n else []
     point = {"k": k}
-    for name, runs in zip(SELECTORS, (learned, randoms, alls), strict=True):
+    for name, runs in zip(SELECTORS, (learned, randoms, fixed, alls), strict=True):
         point[name] = {"returns": [r for r, _ in runs], "touched": float(np.mean([t for _, t in runs]))}
     return point
 
@@ -71,8 +75,17 @@ def plot(data: dict, path: Path) -> None:
 
     steps = [p["step"] for p in data["points"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    labels = {"learned": "HiEdit selector (PPO)", "random_k": "random-K (K matched)", "all": "all candidates"}
+    budget = data["args"].get("budget")
+    k = f"K={budget}" if budget else "K matched"
+    labels = {
+        "learned": f"HiEdit selector ({data['args'].get('trainer', 'ppo')})",
+        "random_k": f"random-K ({k})",
+        "fixed_k": f"fixed block ({k})",
+        "all": "all candidates",
+    }
     for name in SELECTORS:
+        if not data["points"][0].get(name, {}).get("returns"):
+            continue  # not measured in this run (older JSON, or all candidates exceed the budget)
         stats = [interval(p[name]["returns"]) for p in data["points"]]
         mean = np.array([m for m, _ in stats])
         half = np.array([h for _, h in stats])
@@ -109,15 +122,24 @@ def write_markdown(data: dict, path: Path) -> None:
         f"- env {args['env']}, low level `{args['low_level']}`, trained on `{args['train_data']}` "
         f"({args['edits']}-edit episodes), held-out `{args['test_data']}` streams with seeds "
         f"{args['eval_seeds']}; return = sum of the advantage reward (w_sparse "
-        f"{args.get('w_sparse', 0.1)}) over the episode; mean ± 95% "
-        "t-interval over the held-out seeds; random-K touches as many candidates as the learned selector.",
+        f"{args.get('w_sparse', 0.1)}) over the episode; mean ± 95% t-interval over the held-out seeds; "
+        + (
+            f"selector trained with `{args.get('trainer', 'ppo')}` under a budget of K = {args['budget']} "
+            "candidates per edit; random-K and fixed-K (a contiguous block) use the same K."
+            if args.get("budget")
+            else f"selector trained with `{args.get('trainer', 'ppo')}`, no budget; random-K and fixed-K "
+            "touch as many candidates as the learned selector."
+        ),
         f"- training: {data['seconds']:.0f} s.",
         "",
-        "| env steps | learned | random-K | all | K | learned touched |",
-        "|---|---|---|---|---|---|",
+    ]
+    shown = [name for name in SELECTORS if data["points"][0].get(name, {}).get("returns")]
+    lines += [
+        "| env steps | " + " | ".join(LABELS[name] for name in shown) + " | K | learned touched |",
+        "|---|" + "---|" * len(shown) + "---|---|",
     ]
     for p in data["points"]:
-        cells = [f"{m:.3f} ± {h:.3f}" for m, h in (interval(p[name]["returns"]) for name in SELECTORS)]
+        cells = [f"{m:.3f} ± {h:.3f}" for m, h in (interval(p[name]["returns"]) for name in shown)]
         lines.append(
             f"| {p['step']} | " + " | ".join(cells) + f" | {p['k']} | {100 * p['learned']['touched']:.0f}% |"
         )
@@ -135,7 +157,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=256)
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--trainer", choices=("ppo", "maskable"), default="ppo", help="selector trainer")
+    parser.add_argument("--budget", type=int, help="maskable: at most K candidates per edit (default: half)")
+    parser.add_argument("--learning-rate", type=float, default=3e-3, help="ppo trainer's learning rate")
     parser.add_argument("--w-sparse", type=float, default=0.1, help="the env's sparsity weight (default 0.1)")
     parser.add_argument("--tensorboard", help="TensorBoard folder (training and eval curves)")
     parser.add_argument("--out", default="docs/hiedit_learning_curve", help="path stem for .json/.md/.png")
@@ -145,19 +169,29 @@ def main() -> None:
     if args.render_only:
         data = json.loads(out.with_suffix(".json").read_text())
     else:
-        common = {"num_edits": args.edits, "w_sparse": args.w_sparse}
-        train_env = make_training_env(args.env, args.low_level, "ppo", dataset=args.train_data, **common)
-        test_env = make_training_env(args.env, args.low_level, "ppo", dataset=args.test_data, **common)
-        agent = HiEditAgent(train_env, "ppo", seed=args.seed, learning_rate=args.learning_rate)
+        if args.budget is not None and args.trainer != "maskable":
+            parser.error("--budget goes with --trainer maskable")
+        common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": args.budget}
+        train_env = make_training_env(
+            args.env, args.low_level, args.trainer, dataset=args.train_data, **common
+        )
+        test_env = make_training_env(args.env, args.low_level, args.trainer, dataset=args.test_data, **common)
+        args.budget = test_env.unwrapped.cfg.budget  # maskable without --budget: the default half
+        extra = {"learning_rate": args.learning_rate} if args.trainer == "ppo" else {}
+        agent = HiEditAgent(train_env, args.trainer, seed=args.seed, **extra)
+        held_out = HiEditAgent(test_env, args.trainer, model=agent.model)  # same policy, test env's masks
         points: list[dict] = []
 
         def record(step: int, policy, writer) -> None:
-            point = {"step": step, **evaluate(test_env, policy, args.eval_seeds)}
+            point = {"step": step, **evaluate(test_env, held_out, args.eval_seeds, args.budget)}
             points.append(point)
-            means = {name: interval(point[name]["returns"])[0] for name in SELECTORS}
+            means = {
+                name: interval(point[name]["returns"])[0] for name in SELECTORS if point[name]["returns"]
+            }
             print(
-                f"step {step}: learned {means['learned']:.3f}  random-{point['k']} {means['random_k']:.3f}  "
-                f"all {means['all']:.3f}",
+                f"step {step}: "
+                + "  ".join(f"{LABELS[n]} {m:.3f}" for n, m in means.items())
+                + f" (K={point['k']})",
                 flush=True,
             )
             if writer is not None:

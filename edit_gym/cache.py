@@ -1,22 +1,106 @@
-"""Where edit-gym keeps what it builds once (the tiny model, converted checkpoints, known-fact lists).
+"""Where edit-gym keeps what it builds once (the tiny model, converted checkpoints, C0, known-fact lists).
 
 The folder defaults to ``~/.cache/edit_gym`` (or ``$XDG_CACHE_HOME/edit_gym``) and is overridden by
-the ``EDIT_GYM_CACHE`` environment variable. Every entry is written into a temporary sibling folder
-and renamed into place, under a file lock, so a crash or a second process never leaves a half-written
-entry behind.
+the ``EDIT_GYM_CACHE`` environment variable. Every entry is written into a temporary sibling and
+renamed into place, so a crash or a second process never leaves a half-written entry behind, and
+carries a manifest (format version, SHA-256 of each file) that is checked the first time a process
+reads it. An entry that is missing its manifest, from another cache version or damaged is rebuilt,
+with a warning naming it: a cache is only ever recomputable work, never the user's data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
 
 CACHE_ENV_VAR = "EDIT_GYM_CACHE"
+CACHE_VERSION = 1
+MANIFEST_FORMAT = "edit-gym-cache"
+_verified: set[tuple[str, float]] = set()  # (path, mtime) of entries checked by this process
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _manifest(files: dict[str, str]) -> str:
+    return json.dumps({"format": MANIFEST_FORMAT, "version": CACHE_VERSION, "sha256": files}, indent=1)
+
+
+def _damage(manifest_path: Path, root: Path) -> str | None:
+    """Why the entry described by ``manifest_path`` cannot be used, or None if it is whole."""
+    try:
+        meta = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        return "no manifest (unfinished, or from an older edit-gym)"
+    except (OSError, ValueError) as err:
+        return f"unreadable manifest ({err})"
+    if not isinstance(meta, dict) or meta.get("format") != MANIFEST_FORMAT:
+        return "not an edit-gym cache manifest"
+    if meta.get("version") != CACHE_VERSION:
+        return f"cache version {meta.get('version')!r}, this edit-gym writes {CACHE_VERSION}"
+    files = meta.get("sha256")
+    if not isinstance(files, dict) or not files:
+        return "manifest lists no files"
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_sha256(path) != expected:
+            return f"{name} does not match its checksum (corrupted or partial)"
+    return None
+
+
+def _whole(manifest_path: Path, root: Path, what: Path) -> bool:
+    """True if the entry is whole; checks the checksums once per process (and file version)."""
+    if not manifest_path.exists():
+        if what.exists():
+            warnings.warn(f"cache entry {what}: no manifest; rebuilding it", stacklevel=3)
+        return False
+    key = (str(manifest_path), manifest_path.stat().st_mtime)
+    if key in _verified:
+        return True
+    problem = _damage(manifest_path, root)
+    if problem is not None:
+        warnings.warn(f"cache entry {what}: {problem}; rebuilding it", stacklevel=3)
+        return False
+    _verified.add(key)
+    return True
+
+
+def read_cache_file(path: Path) -> bytes | None:
+    """The bytes of a cache file written by :func:`write_cache_file`, or None when it is absent or
+    fails its manifest (the caller recomputes it; a warning names the problem)."""
+    path = Path(path)
+    if not _whole(_manifest_path(path), path.parent, path):
+        return None
+    return path.read_bytes()
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Write a cache file, then its manifest ``.<name>.manifest.json`` (so a file without a current
+    manifest is never trusted)."""
+    path = Path(path)
+    manifest = _manifest_path(path)
+    manifest.unlink(missing_ok=True)
+    atomic_write_bytes(path, data)
+    atomic_write_text(manifest, _manifest({path.name: hashlib.sha256(data).hexdigest()}))
+
+
+def _manifest_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.manifest.json"
 
 
 def cache_dir() -> Path:
@@ -31,27 +115,32 @@ def cache_dir() -> Path:
     return root
 
 
-def cached_folder(name: str, build: Callable[[Path], None], *, complete_marker: str = "COMPLETE") -> Path:
-    """Return ``cache_dir()/name``, calling ``build(tmp_folder)`` first if it is missing.
+FOLDER_MANIFEST = "MANIFEST.json"
 
-    ``build`` writes into an empty temporary folder; the folder is renamed into place only once
-    ``build`` returns, and a marker file records that it is whole. Concurrent callers wait on a lock.
+
+def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
+    """Return ``cache_dir()/name``, calling ``build(tmp_folder)`` first if it is missing or damaged.
+
+    ``build`` writes into an empty temporary folder; a manifest with every file's SHA-256 is added
+    and the folder renamed into place only once ``build`` returns. Concurrent callers wait on a lock.
     """
     root = cache_dir()
     target = root / name
-    marker = target / complete_marker
-    if marker.exists():
+    manifest = target / FOLDER_MANIFEST
+    if manifest.exists() and _whole(manifest, target, target):
         return target
     with FileLock(str(root / f".{name}.lock")):
-        if marker.exists():
+        if _whole(manifest, target, target):
             return target
-        if target.exists():  # a partial folder from an older, interrupted writer
+        if target.exists():  # partial, damaged or from an older edit-gym
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
             build(tmp)
-            (tmp / complete_marker).write_text("ok\n")
+            files = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / FOLDER_MANIFEST).write_text(_manifest(files))
             os.replace(tmp, target)
+            _verified.add((str(manifest), manifest.stat().st_mtime))
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

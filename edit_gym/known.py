@@ -11,7 +11,7 @@ import hashlib
 import json
 
 from edit_gym.backbones import Backbone
-from edit_gym.cache import atomic_write_text, cache_dir
+from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
 from edit_gym.data.request import EditRequest
 from edit_gym.editing.scores import accuracy
 from edit_gym.tokens import PairEncoder
@@ -25,12 +25,10 @@ def known_requests(backbone: Backbone, requests: list[EditRequest], dataset: str
     ).hexdigest()
     slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{backbone.name}-{dataset}")[-80:]
     path = cache_dir() / "known" / f"{slug}-{digest[:12]}.json"
-    if path.exists():
-        try:
-            keep = set(json.loads(path.read_text())["known"])
-            return [r for r in asked if r.uid in keep]
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry is recomputed and replaced
+    data = read_cache_file(path)  # None if absent or damaged (checksummed): recomputed below
+    if data is not None:
+        keep = set(json.loads(data)["known"])
+        return [r for r in asked if r.uid in keep]
     scores = accuracy(
         backbone.model,
         PairEncoder(backbone.tokenizer),
@@ -38,7 +36,8 @@ def known_requests(backbone: Backbone, requests: list[EditRequest], dataset: str
         device=backbone.device,
     )
     kept = [r for r, s in zip(asked, scores, strict=True) if s == 1.0]
-    atomic_write_text(
-        path, json.dumps({"backbone": backbone.name, "dataset": dataset, "known": [r.uid for r in kept]})
+    write_cache_file(
+        path,
+        json.dumps({"backbone": backbone.name, "dataset": dataset, "known": [r.uid for r in kept]}).encode(),
     )
     return kept

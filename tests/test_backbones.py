@@ -7,9 +7,10 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from edit_gym.backbones import load_backbone
-from edit_gym.cache import cache_dir, cached_folder
+from edit_gym.cache import CACHE_VERSION, cache_dir, cached_folder, read_cache_file
 from edit_gym.data import builtin_requests
 from edit_gym.editing.scores import accuracy
 from edit_gym.tokens import PairEncoder
@@ -47,6 +48,60 @@ def test_cache_folder_is_atomic_and_overridable(tmp_path, monkeypatch):
     first = cached_folder("thing", build)
     second = cached_folder("thing", build)
     assert first == second and len(calls) == 1 and (first / "data.json").exists()
+    manifest = json.loads((first / "MANIFEST.json").read_text())
+    assert manifest["version"] == CACHE_VERSION and set(manifest["sha256"]) == {"data.json"}
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda f: (f / "data.json").write_text('{"ok": false}'), "does not match its checksum"),
+        (lambda f: (f / "data.json").unlink(), "data.json is missing"),
+        (lambda f: (f / "MANIFEST.json").unlink(), "no manifest"),
+        (
+            lambda f: (f / "MANIFEST.json").write_text('{"format": "edit-gym-cache", "version": 0}'),
+            "version 0",
+        ),
+    ],
+)
+def test_damaged_cache_folder_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage, reason):
+    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path))
+    monkeypatch.setattr("edit_gym.cache._verified", set())  # as a new process would
+    builds = []
+
+    def build(folder):
+        builds.append(1)
+        (folder / "data.json").write_text(json.dumps({"ok": True}))
+
+    folder = cached_folder("thing", build)
+    damage(folder)
+    monkeypatch.setattr("edit_gym.cache._verified", set())
+    with pytest.warns(UserWarning, match=reason):
+        again = cached_folder("thing", build)
+    assert len(builds) == 2 and json.loads((again / "data.json").read_text()) == {"ok": True}
+
+
+def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, monkeypatch):
+    """C0 of the tiny model: a flipped byte in the cached safetensors is caught, not used."""
+    from edit_gym.architectures import default_candidates
+    from edit_gym.candidates import resolve_candidates
+    from edit_gym.editing.covariance import key_covariance
+
+    backbone = load_backbone("tiny")  # from the usual cache; C0 goes to a fresh one
+    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path))
+    monkeypatch.setattr("edit_gym.cache._verified", set())
+    monkeypatch.setattr("edit_gym.editing.covariance.model_samples", lambda *_: [[1, 2, 3, 4]] * 4)  # fast C0
+    candidates = resolve_candidates(backbone.model, default_candidates("llama", backbone.num_blocks))
+    first = key_covariance(backbone, candidates)
+    (entry,) = (tmp_path / "covariance").glob("*.safetensors")
+    data = bytearray(entry.read_bytes())
+    data[-5] ^= 0xFF  # a float of the last matrix: still a loadable file, wrong numbers
+    entry.write_bytes(bytes(data))
+    monkeypatch.setattr("edit_gym.cache._verified", set())
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        again = key_covariance(backbone, candidates)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert read_cache_file(entry) is not None  # rewritten whole
 
 
 def test_unknown_dtype_and_device():

@@ -57,7 +57,7 @@ def _help(script: Path) -> str:
 @pytest.mark.parametrize(("doc", "command"), ALL_COMMANDS, ids=[f"{d}:{c[:50]}" for d, c in ALL_COMMANDS])
 def test_doc_command_is_valid(doc, command):
     argv = shlex.split(command)
-    tool = argv[0].removeprefix(".venv/bin/")
+    tool = re.sub(r"^\.venv[\w-]*/bin/", "", argv[0])  # .venv/bin/python, .venv-rllib/bin/python
     if command in SETUP_LINES:
         return
     if tool == "edit-gym":

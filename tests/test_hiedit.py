@@ -105,9 +105,18 @@ def test_learn_callback_sees_every_update():
     seen = []
     agent.learn(24, callback=lambda step, policy, writer: seen.append((step, policy is agent.model.policy)))
     assert seen == [(8, True), (16, True), (24, True)]
-    sb3 = HiEditAgent(make_training_env("LifelongEdit-Tiny-v0", "ridge", "sb3", num_edits=4), "sb3")
-    with pytest.raises(ValueError, match="supported by the ppo trainer"):
-        sb3.learn(8, callback=lambda *a: None)
+    sb3 = HiEditAgent(
+        make_training_env("LifelongEdit-Tiny-v0", "ridge", "sb3", num_edits=4), "sb3", n_steps=8, batch_size=8
+    )
+    rollouts = []
+    sb3.learn(16, callback=lambda step, policy, writer: rollouts.append((step, policy is sb3.model.policy)))
+    assert rollouts == [(8, True), (16, True)]
+    st = HiEditAgent(
+        make_training_env("LifelongEdit-Tiny-v0", "ridge", "straight-through", num_edits=4),
+        "straight-through",
+    )
+    with pytest.raises(ValueError, match="not straight-through"):
+        st.learn(8, callback=lambda *a: None)
 
 
 def _policy_state(agent: HiEditAgent) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import json
 import torch
 
 from edit_gym.backbones import Backbone
-from edit_gym.cache import atomic_write_text, cache_dir
+from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
 from edit_gym.candidates import Candidate
 
 OPENINGS = ("The", "In", "A", "It", "This", "When", "Many", "One")
@@ -41,11 +41,9 @@ def model_samples(backbone: Backbone, which: str = "covariance") -> list[list[in
         raise ValueError(f"unknown sample set {which!r} (known: {', '.join(SAMPLE_SETS)})")
     count, length, seed = SAMPLE_SETS[which]
     path = cache_dir() / "samples" / f"{_slug(backbone)}-{_weights_digest(backbone)}-{which}.json"
-    if path.exists():
-        try:
-            return json.loads(path.read_text())["ids"]
-        except (ValueError, KeyError):
-            pass
+    data = read_cache_file(path)
+    if data is not None:
+        return json.loads(data)["ids"]
     tok, model = backbone.tokenizer, backbone.model
     per_opening = -(-count // len(OPENINGS))
     out: list[list[int]] = []
@@ -66,7 +64,7 @@ def model_samples(backbone: Backbone, which: str = "covariance") -> list[list[in
             )
             out.extend(gen.tolist())
     out = out[:count]
-    atomic_write_text(path, json.dumps({"backbone": backbone.name, "ids": out}))
+    write_cache_file(path, json.dumps({"backbone": backbone.name, "ids": out}).encode())
     return out
 
 
@@ -75,17 +73,15 @@ def key_covariance(
     backbone: Backbone, candidates: list[Candidate], batch_size: int = 16
 ) -> list[torch.Tensor]:
     """Per candidate, C0 = mean of k k^T over every token of the covariance samples (cached)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load, save
 
     names = json.dumps([c.name for c in candidates])
     digest = hashlib.sha256((names + _weights_digest(backbone)).encode()).hexdigest()[:12]
     path = cache_dir() / "covariance" / f"{_slug(backbone)}-{digest}.safetensors"
-    if path.exists():
-        try:
-            stored = load_file(str(path))
-            return [stored[f"c{j}"].to(c.param.device) for j, c in enumerate(candidates)]
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
-            pass
+    data = read_cache_file(path)  # None if absent or damaged (checksummed): recomputed below
+    if data is not None:
+        stored = load(data)
+        return [stored[f"c{j}"].to(c.param.device) for j, c in enumerate(candidates)]
     samples = torch.tensor(model_samples(backbone, "covariance"), device=backbone.device)
     sums = [torch.zeros(c.shape[1], c.shape[1], device=c.param.device) for c in candidates]
     count = 0
@@ -107,8 +103,5 @@ def key_covariance(
         for h in handles:
             h.remove()
     cov = [s / count for s in sums]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({f"c{j}": c.contiguous().cpu() for j, c in enumerate(cov)}, str(tmp))
-    tmp.replace(path)
+    write_cache_file(path, save({f"c{j}": c.contiguous().cpu() for j, c in enumerate(cov)}))
     return cov

@@ -23,13 +23,14 @@ for, the net's size, and the SHA-256 of the weights file, checked on load).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from edit_gym.cache import file_sha256
 
 FORMAT = "edit-gym-rledit-hypernet"
 VERSION = 1
@@ -188,14 +189,6 @@ class HyperNet(nn.Module):
                 "this RLEdit checkpoint was trained for other candidate matrices than the environment's "
                 f"(first difference, checkpoint vs env: {diff})"
             )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str | None, meta_name: str) -> None:
