@@ -8,7 +8,8 @@ it plays the *held-out* streams (test split, fixed seeds) with the deterministic
 random-K selector, a fixed block of K candidates (K = the budget, or as many candidates per edit as
 the learned selector touched) and all candidates (advantage 0, so its return is the sparsity cost
 alone). Writes a JSON, a Markdown table and a PNG plot (mean and 95% t-interval over the held-out
-seeds), and the same curves to TensorBoard (``eval/return_<selector>``).
+seeds; with the candidate sets the learned selector chose on the held-out streams), and the same
+curves to TensorBoard (``eval/return_<selector>``).
 
     python benchmarks/hiedit_learning_curve.py --env LifelongEdit-Tiny-v0 --low-level ridge \
         --timesteps 2048 --eval-every 256 --out docs/hiedit_learning_curve
@@ -39,14 +40,17 @@ SELECTORS = ("learned", "random_k", "fixed_k", "all")
 LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "all": "all"}
 
 
-def play(env, agent, seed: int) -> tuple[float, float]:
-    """One held-out episode with ``agent.predict``: (return, mean fraction of candidates touched)."""
+def play(env, agent, seed: int, masks: set | None = None) -> tuple[float, float]:
+    """One held-out episode with ``agent.predict``: (return, mean fraction of candidates touched);
+    adds each step's set of edited candidates to ``masks`` if given."""
     obs, _ = env.reset(seed=seed)
     total, touched, done = 0.0, [], False
     while not done:
         obs, reward, terminated, truncated, info = env.step(agent.predict(obs, deterministic=True)[0])
         total += float(reward)
         touched.append(info["layers_touched"] / env.unwrapped.num_candidates)
+        if masks is not None:
+            masks.add(tuple(info["edited_candidates"]))
         done = terminated or truncated
     return total, float(np.mean(touched))
 
@@ -54,13 +58,18 @@ def play(env, agent, seed: int) -> tuple[float, float]:
 def evaluate(env, selector, seeds: list[int], budget: int | None = None) -> dict:
     """Held-out returns of the learned selector (anything with ``predict``), random-K, fixed-K and
     all candidates; K = ``budget``, else as many candidates per edit as the learned one touched."""
-    learned = [play(env, selector, s) for s in seeds]
+    chosen: set[tuple[int, ...]] = set()
+    learned = [play(env, selector, s, chosen) for s in seeds]
     n = env.unwrapped.num_candidates
     k = budget or max(1, round(float(np.mean([t for _, t in learned])) * n))
     randoms = [play(env, RandomKAgent(env, k=k, seed=s), s) for s in seeds]
     fixed = [play(env, FixedBlockAgent(env, size=k), s) for s in seeds]
     alls = [play(env, AllCandidatesAgent(env), s) for s in seeds] if budget is None or budget >= n else []
-    point = {"k": k}
+    point = {
+        "k": k,
+        "learned_masks": sorted(chosen, key=lambda m: (len(m), m))[:20],
+        "distinct_masks": len(chosen),
+    }
     for name, runs in zip(SELECTORS, (learned, randoms, fixed, alls), strict=True):
         point[name] = {"returns": [r for r, _ in runs], "touched": float(np.mean([t for _, t in runs]))}
     return point
@@ -135,13 +144,24 @@ def write_markdown(data: dict, path: Path) -> None:
     ]
     shown = [name for name in SELECTORS if data["points"][0].get(name, {}).get("returns")]
     lines += [
-        "| env steps | " + " | ".join(LABELS[name] for name in shown) + " | K | learned touched |",
-        "|---|" + "---|" * len(shown) + "---|---|",
+        "| env steps | "
+        + " | ".join(LABELS[name] for name in shown)
+        + " | K | learned touched | learned masks |",
+        "|---|" + "---|" * len(shown) + "---|---|---|",
     ]
     for p in data["points"]:
         cells = [f"{m:.3f} ± {h:.3f}" for m, h in (interval(p[name]["returns"]) for name in shown)]
+        masks = p.get("distinct_masks")
+        if masks is None:
+            chosen = "-"  # not recorded by older runs
+        elif masks <= 2:
+            chosen = " and ".join("{" + ",".join(map(str, m)) + "}" for m in p["learned_masks"])
+        else:
+            chosen = f"{masks} distinct"
         lines.append(
-            f"| {p['step']} | " + " | ".join(cells) + f" | {p['k']} | {100 * p['learned']['touched']:.0f}% |"
+            f"| {p['step']} | "
+            + " | ".join(cells)
+            + f" | {p['k']} | {100 * p['learned']['touched']:.0f}% | {chosen} |"
         )
     atomic_write_text(path, "\n".join(lines) + "\n")
 

@@ -30,6 +30,7 @@ from edit_gym.cache import atomic_write_text
 from edit_gym.config import EnvConfig
 from edit_gym.env import LifelongEditEnv
 from edit_gym.runner import run_episode
+from edit_gym.stats import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
@@ -119,7 +120,46 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
             f"{run['seconds_per_edit']:.3f} | {'-' if growth is None else f'{growth:.2f}'} | "
             f"{run['fault'] or '-'} |"
         )
+    lines += seed_summary(runs)
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def seed_summary(runs: list[dict]) -> list[str]:
+    """Markdown rows: every (model, data, edits, rule, agent) with 2+ seeds, mean ± 95% t-interval."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        cfg = run["config"]
+        groups.setdefault((cfg["model"], run["data"], run["edits"], cfg["editor"], run["agent"]), []).append(
+            run
+        )
+    multi = {k: v for k, v in sorted(groups.items()) if len({r["seed"] for r in v}) >= 2}
+    if not multi:
+        return []
+    lines = [
+        "",
+        "## Over seeds",
+        "",
+        "Mean ± 95% Student-t interval over the seeds of each setting that has two or more (each seed is "
+        "its own stream order; `edit_gym.stats.interval`). s/edit: wall-clock, see above.",
+        "",
+        "| model | data | edits | rule | agent | seeds | eff | gen | spec | new>true | ret@10 | ppl (median) | s/edit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, data, edits, editor, agent), group in multi.items():
+        cells = []
+        for metric in METRICS:
+            values = [100 * r["final"][metric] for r in group if metric in r["final"]]
+            mean, half = interval(values) if values else (float("nan"), float("nan"))
+            cells.append(f"{mean:.1f} ± {half:.1f}")
+        ppl = float(np.median([r["final"].get("perplexity", float("nan")) for r in group]))
+        sec_mean, sec_half = interval([r["seconds_per_edit"] for r in group])
+        seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+        lines.append(
+            f"| {model} | {data} | {edits} | {editor} | {agent} | {seeds} | "
+            + " | ".join(cells)
+            + f" | {ppl:.1f} | {sec_mean:.2f} ± {sec_half:.2f} |"
+        )
+    return lines
 
 
 STREAM_KEYS = (
