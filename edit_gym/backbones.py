@@ -124,11 +124,19 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def load_backbone(name: str, device: str = "cpu", dtype: str = "float32") -> Backbone:
-    """Load a built-in backbone, a Hugging Face model id or a local folder."""
+def load_backbone(
+    name: str, device: str = "cpu", dtype: str = "float32", device_map: str | dict | None = None
+) -> Backbone:
+    """Load a built-in backbone, a Hugging Face model id or a local folder.
+
+    ``device_map`` (accelerate's, e.g. ``"auto"``) spreads a model over the available devices
+    instead of moving it to ``device``; inputs then go to the input embeddings' device
+    (:attr:`Backbone.device`) and every edit to its candidate's own device.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    torch_device = resolve_device(device) if device_map is None else None
     builtin = BUILTIN_BACKBONES.get(name)
     if builtin is not None:
         source, defaults = str(builtin.folder()), dict(builtin.defaults)
@@ -136,7 +144,8 @@ def load_backbone(name: str, device: str = "cpu", dtype: str = "float32") -> Bac
         source, defaults = name, dict(GENERIC_DEFAULTS)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        placement = {} if device_map is None else {"device_map": device_map}
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement)
     except (OSError, ValueError) as err:
         if builtin is not None:
             raise
@@ -145,7 +154,9 @@ def load_backbone(name: str, device: str = "cpu", dtype: str = "float32") -> Bac
             f"unknown model {name!r}: not a built-in backbone ({known}), not a local checkpoint folder, "
             f"and the Hugging Face hub could not provide it ({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from None
-    model.to(torch_device).eval().requires_grad_(False)
+    if torch_device is not None:
+        model.to(torch_device)
+    model.eval().requires_grad_(False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     config = model.config

@@ -69,11 +69,18 @@ class EnvConfig:
     """Torch device (``cpu``, ``cuda``, ``cuda:1``, ``auto``)."""
     dtype: str = "float32"
     """Model dtype (``float32``, ``bfloat16``, ``float16``); updates are computed in float32."""
+    device_map: str | dict | None = None
+    """For models larger than one device: accelerate's ``device_map`` (``auto``, ``balanced``,
+    ``balanced_low_0``, ``sequential``, or a ``{module name: device}`` dict), passed to
+    ``from_pretrained``; ``device`` is then unused. Edits run on each candidate's own device."""
     share_model: bool = True
     """Envs of one process with the same model, device and dtype share one loaded model; each keeps
     its own candidate weights and swaps them in before it computes (a vector env of N sub-envs holds
     one model plus N copies of the candidates). Results are identical either way; ``False`` loads a
     private model (e.g. to call ``env.unwrapped.model`` while another env of the process steps)."""
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def default_config() -> dict:
@@ -109,4 +116,15 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
         raise ValueError(f"budget must be a positive integer (a number of candidates), got {cfg.budget!r}")
     if cfg.action_type == "slots" and cfg.budget is None:
         raise ValueError("action_type='slots' needs a layer budget: pass budget=K")
+    if cfg.device_map is not None and not (
+        cfg.device_map in DEVICE_MAP_STRATEGIES
+        or (
+            isinstance(cfg.device_map, dict)
+            and all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in cfg.device_map.items())
+        )
+    ):
+        raise ValueError(
+            f"device_map must be one of {', '.join(DEVICE_MAP_STRATEGIES)} or a {{module name: device}} "
+            f"dict, got {cfg.device_map!r}"
+        )
     return cfg

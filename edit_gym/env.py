@@ -11,6 +11,7 @@ observation, action and reward tables.
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +68,9 @@ class _SharedBase:
     """
 
     def __init__(self, cfg: EnvConfig) -> None:
-        self.backbone: Backbone = load_backbone(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        self.backbone: Backbone = load_backbone(
+            cfg.model, device=cfg.device, dtype=cfg.dtype, device_map=cfg.device_map
+        )
         self.encoder = PairEncoder(self.backbone.tokenizer)
         self.pristine: dict[str, torch.Tensor] = {}  # candidate name -> the loaded weights (never written)
         self.modules: dict[str, torch.nn.Module] = {}  # candidate name -> its module, for every env's names
@@ -82,7 +85,7 @@ _SHARED_BASES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 def _shared_base(cfg: EnvConfig) -> _SharedBase:
     if not cfg.share_model:
         return _SharedBase(cfg)
-    key = (cfg.model, cfg.device, cfg.dtype)
+    key = (cfg.model, cfg.device, cfg.dtype, json.dumps(cfg.device_map, sort_keys=True))
     base = _SHARED_BASES.get(key)
     if base is None:
         base = _SHARED_BASES[key] = _SharedBase(cfg)
@@ -671,8 +674,6 @@ class LifelongEditEnv(gym.Env):
         env config and the requests applied so far, in order. It is written atomically: an
         interrupted export leaves any previous folder at ``path`` untouched.
         """
-        import json
-
         from edit_gym.cache import atomic_write_folder
 
         if not hasattr(self, "_stream"):

@@ -383,3 +383,42 @@ def test_an_env_never_computes_with_a_neighbours_edits_of_other_matrices():
         e.reset(seed=4)
         rewards.append(e.step(all_candidates_action(e, 0.0))[1])
     assert rewards[0] == rewards[1]
+
+
+@pytest.mark.parametrize("device_map", ["auto", {"": "cpu"}])
+def test_device_map_loads_through_accelerate_and_edits_the_same(device_map, monkeypatch):
+    """accelerate places the model (here all on the CPU); each edit runs on its candidate's device.
+
+    A real multi-device placement needs GPUs (docs/gpu.md); this checks the loading path and that
+    the results equal the plain load's, step for step.
+    """
+    from transformers import AutoModelForCausalLM
+
+    plain = gym.make("LifelongEdit-Tiny-v0", num_edits=3, final_eval=False)
+    seen = []
+    load = AutoModelForCausalLM.from_pretrained
+
+    def recording_load(*args, **kwargs):
+        seen.append(kwargs.get("device_map"))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording_load)
+    mapped = gym.make("LifelongEdit-Tiny-v0", num_edits=3, final_eval=False, device_map=device_map)
+    assert seen == [device_map], "the model is loaded with accelerate's device_map"
+    assert mapped.unwrapped.model is not plain.unwrapped.model  # not the shared plain load
+    assert {c.param.device.type for c in mapped.unwrapped.candidates} == {"cpu"}
+    for env in (plain, mapped):
+        env.reset(seed=5)
+        env.action_space.seed(5)
+    for _ in range(3):
+        action = plain.action_space.sample()
+        a = plain.step(action)
+        b = mapped.step(action)
+        assert a[1] == b[1] and a[2] == b[2]
+    for c, d in zip(plain.unwrapped.candidates, mapped.unwrapped.candidates, strict=True):
+        assert torch.equal(c.param, d.param)
+
+
+def test_bad_device_map_is_refused():
+    with pytest.raises(ValueError, match="device_map must be one of auto"):
+        gym.make("LifelongEdit-Tiny-v0", device_map="everywhere")
