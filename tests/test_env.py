@@ -422,3 +422,34 @@ def test_device_map_loads_through_accelerate_and_edits_the_same(device_map, monk
 def test_bad_device_map_is_refused():
     with pytest.raises(ValueError, match="device_map must be one of auto"):
         gym.make("LifelongEdit-Tiny-v0", device_map="everywhere")
+
+
+def test_a_target_that_tokenizes_to_nothing_is_refused_at_construction(tmp_path, monkeypatch):
+    """Tokenizers that drop a character (unlike the byte-level ones here) would leave no answer token."""
+    from edit_gym.data import InvalidRecordError
+    from edit_gym.tokens import PairEncoder
+
+    class DroppingTokenizer:  # drops "∅", as a tokenizer without that character might
+        pad_token_id, eos_token_id = 0, 0
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [ord(c) % 50 + 1 for c in text if c not in " ∅"]}
+
+    with pytest.raises(ValueError, match="tokenizes to no token"):
+        PairEncoder(DroppingTokenizer()).ids("∅", answer=True)
+
+    original = PairEncoder.ids
+
+    def ids(self, text, *, answer):
+        if answer and text.strip() == "∅":
+            return original(PairEncoder(DroppingTokenizer()), text, answer=True)
+        return original(self, text, answer=answer)
+
+    monkeypatch.setattr(PairEncoder, "ids", ids)
+    records = [
+        {"subject": "Paris", "prompt": "Paris is the capital of", "target_new": "∅", "ground_truth": "France"}
+    ]
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(InvalidRecordError, match="field 'target_new': answer '∅' tokenizes to no token"):
+        gym.make("LifelongEdit-Tiny-v0", dataset=str(path), num_edits=1, known_only=False)
