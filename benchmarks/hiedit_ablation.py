@@ -47,7 +47,17 @@ def write_markdown(data: dict, path: Path) -> str:
         f"- machine: {machine}",
         f"- env {args.env}, data `{args.dataset}`, {args.edits} sequential edits, seeds {args.seeds}; "
         f"low level `{meta['editor']}`; HiEdit trainer `{meta['trainer']}`; mean ± 95% t-interval over "
-        "seeds; final timing, teacher-forced token top-1; return = sum of the env reward (reward 'edit': -(loss after) - KL - 0.1 touched/L); the learned selector also sets coefficients, the others use 0.",
+        "seeds; final timing, teacher-forced token top-1; return = sum of the env reward (reward 'edit': -(loss after) - KL - 0.1 touched/L); "
+        + (
+            "the learned selector also sets coefficients, the others use 0."
+            if meta["trainer"] == "ppo"
+            else "every selector edits at coefficient 0"
+            + (
+                f"; the learned one under a budget of {meta['env_budget']} candidates."
+                if meta.get("env_budget")
+                else "."
+            )
+        ),
         "",
         "| selector | eff | gen | spec | ret@10 | touched | return |",
         "|---|---|---|---|---|---|---|",
@@ -64,7 +74,7 @@ def write_markdown(data: dict, path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="HiEdit checkpoint folder")
+    parser.add_argument("--checkpoint", help="HiEdit checkpoint folder (required unless --render-only)")
     parser.add_argument("--env", default="LifelongEdit-Tiny-v0")
     parser.add_argument("--dataset", default="facts-test")
     parser.add_argument("--edits", type=int, default=50)
@@ -76,15 +86,15 @@ def main() -> None:
     if args.render_only:
         print(write_markdown(json.loads(Path(args.json).read_text()), Path(args.markdown)))
         return
+    if not args.checkpoint:
+        parser.error("--checkpoint is required (a folder from `edit-gym train hiedit --out DIR`)")
     meta = HiEditAgent.read_meta(args.checkpoint)
-    env = gym.make(
-        args.env,
-        dataset=args.dataset,
-        num_edits=args.edits,
-        editor=meta["editor"],
-        action_type=meta["action_type"],
-        final_eval=False,
-    )
+    common = {"dataset": args.dataset, "num_edits": args.edits, "editor": meta["editor"], "final_eval": False}
+    budget = meta.get("env_budget")
+    env = gym.make(args.env, action_type=meta["action_type"], budget=budget, **common)
+    # the baselines edit the same streams with the same rule; without the budget, so that "all
+    # candidates" is allowed (at coefficient 0, a mask is all they need)
+    baseline_env = env if budget is None else gym.make(args.env, action_type="mask", **common)
     learned = HiEditAgent.load(args.checkpoint, env)
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
@@ -93,14 +103,16 @@ def main() -> None:
     n = env.unwrapped.num_candidates
     k = max(1, round(np.mean([r["touched_fraction"] for r in rows["learned (HiEdit)"]]) * n))
     others = {
-        f"random-{k}": lambda seed: RandomKAgent(env, k=k, seed=seed),
-        f"fixed-{k}": lambda seed: FixedBlockAgent(env, size=k),
-        "all candidates": lambda seed: AllCandidatesAgent(env),
+        f"random-{k}": lambda seed: RandomKAgent(baseline_env, k=k, seed=seed),
+        f"fixed-{k}": lambda seed: FixedBlockAgent(baseline_env, size=k),
+        "all candidates": lambda seed: AllCandidatesAgent(baseline_env),
     }
     for name, make in others.items():
         for seed in args.seeds:
             agent = make(seed)
-            rows.setdefault(name, []).append(run_episode(env, agent, seed, extended=False, progress=False))
+            rows.setdefault(name, []).append(
+                run_episode(baseline_env, agent, seed, extended=False, progress=False)
+            )
     table = []
     for name, results in rows.items():
         entry = {"selector": name}
