@@ -131,11 +131,9 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     print("teacher-forced token top-1; specificity = agreement with the pre-edit model")
     print(results_table(result))
     if args.json:
-        from pathlib import Path
+        from edit_gym.result_file import save_result
 
-        from edit_gym.cache import atomic_write_text
-
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2))
+        save_result(result, args.json)  # atomic, with format, version and checksum
         print(f"wrote {args.json}")
     if getattr(args, "plots", None):
         from edit_gym.plots import save_plots

@@ -182,15 +182,10 @@ def save_plots(result: dict, out_dir: str | Path) -> dict[str, Path]:
 
 def load_result(path: str | Path) -> dict:
     """An evaluation JSON, checked for the fields the plots need (clear error otherwise)."""
-    import json
+    from edit_gym.result_file import load_result as read_checked
 
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"run file {str(p)!r} not found (write one with `edit-gym eval ... --json FILE`)")
-    try:
-        result = json.loads(p.read_text())
-    except ValueError as err:
-        raise ValueError(f"{str(p)!r} is not valid JSON: {err}") from None
-    if not isinstance(result, dict) or "curve" not in result:
+    result = read_checked(p)  # format, version and checksum
+    if "curve" not in result:
         raise ValueError(f"{str(p)!r} is not an evaluation result (no 'curve'; see `edit-gym eval --json`)")
     return result

@@ -32,6 +32,29 @@ def eval_run(tmp_path_factory):
     return out
 
 
+def test_result_file_carries_format_version_and_a_checked_checksum(eval_run, tmp_path):
+    text = (eval_run / "run.json").read_text()
+    result = json.loads(text)
+    assert result["format"] == "edit-gym-result" and result["version"] == 1 and len(result["sha256"]) == 64
+    edited = tmp_path / "edited.json"
+    edited.write_text(text.replace(f'"edits": {result["edits"]}', f'"edits": {result["edits"] + 1}', 1))
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_result(edited)
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_result(cut)
+    legacy = tmp_path / "legacy.json"  # written before results carried a format
+    legacy.write_text(
+        json.dumps({k: v for k, v in result.items() if k not in ("format", "version", "sha256")})
+    )
+    assert load_result(legacy)["edits"] == result["edits"]
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({**result, "version": 2}))
+    with pytest.raises(ValueError, match="result version 2"):
+        load_result(future)
+
+
 def test_eval_json_holds_retention_matrix_and_samples(eval_run):
     result = load_result(eval_run / "run.json")
     ret = result["retention"]
