@@ -169,6 +169,18 @@ def checkpoint_rows(tmp: Path) -> list[dict]:
     rows.append(("pickle planted as hypernet.safetensors", lambda: RLEditAgent.load(ck, env)))
     (tmp / "model.zip").write_bytes(pickle.dumps(_Payload(str(marker))))
     rows.append(("pickle planted as an SB3 model.zip", lambda: load_sb3(tmp / "model.zip", env)))
+    from agents import AllCandidatesAgent
+    from edit_gym.result_file import load_result, save_result
+    from edit_gym.runner import run_episode
+
+    text = save_result(
+        run_episode(env, AllCandidatesAgent(env), 0, extended=False, progress=False), tmp / "r.json"
+    )
+    text = text.read_text()
+    (tmp / "edited.json").write_text(text.replace('"edits": 3', '"edits": 4', 1))
+    rows.append(("result file with an edited value", lambda: load_result(tmp / "edited.json")))
+    (tmp / "cut.json").write_text(text[: len(text) // 2])
+    rows.append(("result file cut in half", lambda: load_result(tmp / "cut.json")))
     out = []
     for what, fn in rows:
         error = _raises(fn)
