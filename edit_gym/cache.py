@@ -63,10 +63,10 @@ def _damage(manifest_path: Path, root: Path) -> str | None:
     return None
 
 
-def _whole(manifest_path: Path, root: Path, what: Path) -> bool:
+def _whole(manifest_path: Path, root: Path, what: Path, warn: bool = True) -> bool:
     """True if the entry is whole; checks the checksums once per process (and file version)."""
     if not manifest_path.exists():
-        if what.exists():
+        if warn and what.exists():
             warnings.warn(f"cache entry {what}: no manifest; rebuilding it", stacklevel=3)
         return False
     key = (str(manifest_path), manifest_path.stat().st_mtime)
@@ -74,7 +74,8 @@ def _whole(manifest_path: Path, root: Path, what: Path) -> bool:
         return True
     problem = _damage(manifest_path, root)
     if problem is not None:
-        warnings.warn(f"cache entry {what}: {problem}; rebuilding it", stacklevel=3)
+        if warn:
+            warnings.warn(f"cache entry {what}: {problem}; rebuilding it", stacklevel=3)
         return False
     _verified.add(key)
     return True
@@ -127,7 +128,7 @@ def cached_folder(name: str, build: Callable[[Path], None]) -> Path:
     root = cache_dir()
     target = root / name
     manifest = target / FOLDER_MANIFEST
-    if manifest.exists() and _whole(manifest, target, target):
+    if _whole(manifest, target, target, warn=False):  # the common case, without the lock
         return target
     with FileLock(str(root / f".{name}.lock")):
         if _whole(manifest, target, target):

@@ -76,8 +76,9 @@ def test_damaged_cache_folder_is_rebuilt_with_a_warning(tmp_path, monkeypatch, d
     folder = cached_folder("thing", build)
     damage(folder)
     monkeypatch.setattr("edit_gym.cache._verified", set())
-    with pytest.warns(UserWarning, match=reason):
+    with pytest.warns(UserWarning, match=reason) as caught:
         again = cached_folder("thing", build)
+    assert len([w for w in caught if "cache entry" in str(w.message)]) == 1, "one warning per rebuild"
     assert len(builds) == 2 and json.loads((again / "data.json").read_text()) == {"ok": True}
 
 
