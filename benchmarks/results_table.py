@@ -129,9 +129,8 @@ def seed_summary(runs: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         cfg = run["config"]
-        groups.setdefault((cfg["model"], run["data"], run["edits"], cfg["editor"], run["agent"]), []).append(
-            run
-        )
+        key = (cfg["model"], run["data"], cfg["num_edits"], cfg["editor"], run["agent"])
+        groups.setdefault(key, []).append(run)
     multi = {k: v for k, v in sorted(groups.items()) if len({r["seed"] for r in v}) >= 2}
     if not multi:
         return []
@@ -140,10 +139,13 @@ def seed_summary(runs: list[dict]) -> list[str]:
         "## Over seeds",
         "",
         "Mean ± 95% Student-t interval over the seeds of each setting that has two or more (each seed is "
-        "its own stream order; `edit_gym.stats.interval`). s/edit: wall-clock, see above.",
+        "its own stream order; `edit_gym.stats.interval`). s/edit: wall-clock, see above. A run that "
+        "faulted (an update rolled back by the env's `max_loss` guard, which ends the episode) counts "
+        "with its final scores over the edits it applied; *faults* names the seed and its edit count.",
         "",
-        "| model | data | edits | rule | agent | seeds | eff | gen | spec | new>true | ret@10 | ppl (median) | s/edit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | data | edits | rule | agent | seeds | eff | gen | spec | new>true | ret@10 | ppl (median) "
+        "| s/edit | faults |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, data, edits, editor, agent), group in multi.items():
         cells = []
@@ -153,11 +155,13 @@ def seed_summary(runs: list[dict]) -> list[str]:
             cells.append(f"{mean:.1f} ± {half:.1f}")
         ppl = float(np.median([r["final"].get("perplexity", float("nan")) for r in group]))
         sec_mean, sec_half = interval([r["seconds_per_edit"] for r in group])
-        seeds = ",".join(str(r["seed"]) for r in sorted(group, key=lambda r: r["seed"]))
+        ordered = sorted(group, key=lambda r: r["seed"])
+        seeds = ",".join(str(r["seed"]) for r in ordered)
+        faults = ", ".join(f"seed {r['seed']} after {r['edits']}" for r in ordered if r["fault"]) or "-"
         lines.append(
             f"| {model} | {data} | {edits} | {editor} | {agent} | {seeds} | "
             + " | ".join(cells)
-            + f" | {ppl:.1f} | {sec_mean:.2f} ± {sec_half:.2f} |"
+            + f" | {ppl:.1f} | {sec_mean:.2f} ± {sec_half:.2f} | {faults} |"
         )
     return lines
 
