@@ -137,7 +137,8 @@ class HiEditAgent:
         e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``).
 
         ``checkpoint_every`` > 0 saves this agent to ``checkpoint_dir`` each time training passes
-        another multiple of that many env steps (at the next update boundary for the PPO trainers).
+        another multiple of that many env steps (the custom ``ppo``: at the next update boundary;
+        ``sb3`` / ``maskable`` / ``straight-through``: at that step).
         Saves are atomic, so an interrupted run (Ctrl-C) keeps its last whole checkpoint.
         """
         if callback is not None and self.trainer == "straight-through":

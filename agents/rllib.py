@@ -102,16 +102,20 @@ class RLlibAgent:
     """A trained RLlib RLModule as an edit-gym agent: ``predict(obs) -> (action, state)``, greedy.
 
     ``observation_space`` is the env's Dict space (before flattening); ``predict`` flattens exactly as
-    :func:`make_env` did during training.
+    :func:`make_env` did during training. With a Box ``action_space``, actions are clipped to its
+    bounds, as RLlib does before stepping the env.
     """
 
-    def __init__(self, module: Any, observation_space: gym.spaces.Space) -> None:
+    def __init__(
+        self, module: Any, observation_space: gym.spaces.Space, action_space: gym.spaces.Space | None = None
+    ) -> None:
         self.module = module
         self.observation_space = observation_space
+        self.action_space = action_space
 
     @classmethod
     def from_algorithm(cls, algo: Any, env: gym.Env) -> RLlibAgent:
-        return cls(algo.get_module(), env.observation_space)
+        return cls(algo.get_module(), env.observation_space, env.action_space)
 
     def predict(self, obs: Any, state=None, episode_start=None, deterministic: bool = True):
         import torch
@@ -123,4 +127,9 @@ class RLlibAgent:
             if deterministic:
                 dist = dist.to_deterministic()
             action = dist.sample()[0].numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            # RLlib clips Box actions to the bounds before the env sees them; do the same
+            action = np.clip(action, self.action_space.low, self.action_space.high).astype(
+                self.action_space.dtype
+            )
         return action, state

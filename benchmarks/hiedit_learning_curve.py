@@ -201,6 +201,11 @@ def main() -> None:
         agent = HiEditAgent(train_env, args.trainer, seed=args.seed, **extra)
         held_out = HiEditAgent(test_env, args.trainer, model=agent.model)  # same policy, test env's masks
         points: list[dict] = []
+        eval_writer = None
+        if args.tensorboard and args.trainer != "ppo":  # the custom PPO's own writer carries eval/* otherwise
+            from torch.utils.tensorboard import SummaryWriter
+
+            eval_writer = SummaryWriter(str(Path(args.tensorboard) / "eval"))
 
         def record(step: int, policy, writer) -> None:
             point = {"step": step, **evaluate(test_env, held_out, args.eval_seeds, args.budget)}
@@ -214,6 +219,7 @@ def main() -> None:
                 + f" (K={point['k']})",
                 flush=True,
             )
+            writer = writer or eval_writer  # the SB3 trainers pass no writer
             if writer is not None:
                 for name, value in means.items():
                     writer.add_scalar(f"eval/return_{name}", value, step)
@@ -232,6 +238,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         if points[-1]["step"] < args.timesteps:
             record(args.timesteps, agent.model.policy, None)
+        if eval_writer is not None:
+            eval_writer.close()
         data = {
             "args": vars(args),
             "command": "python benchmarks/hiedit_learning_curve.py "

@@ -151,9 +151,12 @@ def seed_summary(runs: list[dict]) -> list[str]:
         cells = []
         for metric in METRICS:
             values = [100 * r["final"][metric] for r in group if metric in r["final"]]
-            mean, half = interval(values) if values else (float("nan"), float("nan"))
-            cells.append(f"{mean:.1f} ± {half:.1f}")
-        ppl = float(np.median([r["final"].get("perplexity", float("nan")) for r in group]))
+            if len(values) >= 2:
+                mean, half = interval(values)
+                cells.append(f"{mean:.1f} ± {half:.1f}")
+            else:
+                cells.append(f"{values[0]:.1f} (1 seed)" if values else "-")
+        ppl = float(np.nanmedian([r["final"].get("perplexity", float("nan")) for r in group]))
         sec_mean, sec_half = interval([r["seconds_per_edit"] for r in group])
         ordered = sorted(group, key=lambda r: r["seed"])
         seeds = ",".join(str(r["seed"]) for r in ordered)

@@ -69,10 +69,13 @@ def _whole(manifest_path: Path, root: Path, what: Path, warn: bool = True) -> bo
         if warn and what.exists():
             warnings.warn(f"cache entry {what}: no manifest; rebuilding it", stacklevel=3)
         return False
-    key = (str(manifest_path), manifest_path.stat().st_mtime)
-    if key in _verified:
-        return True
-    problem = _damage(manifest_path, root)
+    try:
+        key = (str(manifest_path), manifest_path.stat().st_mtime)
+        if key in _verified:
+            return True
+        problem = _damage(manifest_path, root)
+    except OSError as err:  # removed by another process while we looked
+        problem = f"changed while being checked ({err})"
     if problem is not None:
         if warn:
             warnings.warn(f"cache entry {what}: {problem}; rebuilding it", stacklevel=3)
@@ -83,11 +86,33 @@ def _whole(manifest_path: Path, root: Path, what: Path, warn: bool = True) -> bo
 
 def read_cache_file(path: Path) -> bytes | None:
     """The bytes of a cache file written by :func:`write_cache_file`, or None when it is absent or
-    fails its manifest (the caller recomputes it; a warning names the problem)."""
+    fails its manifest (the caller recomputes it; a warning names the problem). The bytes returned
+    are the bytes checked (one read), even if another process rewrites the file meanwhile."""
     path = Path(path)
-    if not _whole(_manifest_path(path), path.parent, path):
+    try:
+        data = path.read_bytes()
+        meta = json.loads(_manifest_path(path).read_text())
+    except (OSError, ValueError):
+        if path.exists():
+            warnings.warn(f"cache entry {path}: no readable manifest; rebuilding it", stacklevel=2)
         return None
-    return path.read_bytes()
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != MANIFEST_FORMAT
+        or meta.get("version") != CACHE_VERSION
+    ):
+        warnings.warn(
+            f"cache entry {path}: not a manifest of this cache version; rebuilding it", stacklevel=2
+        )
+        return None
+    expected = (meta.get("sha256") or {}).get(path.name) if isinstance(meta.get("sha256"), dict) else None
+    if hashlib.sha256(data).hexdigest() != expected:
+        warnings.warn(
+            f"cache entry {path}: does not match its checksum (corrupted or partial); rebuilding it",
+            stacklevel=2,
+        )
+        return None
+    return data
 
 
 def write_cache_file(path: Path, data: bytes) -> None:

@@ -1,8 +1,9 @@
 """Train Ray RLlib PPO on the tiny environment with 2 env runners in separate processes.
 
 Each runner is a Ray actor process that builds its own env (and model); the learner updates the
-policy from their batches and sends the new weights back. The trained policy is then compared with
-a random one on held-out edit streams, on this machine, with edit-gym's own runner.
+policy from their batches and sends the new weights back. Training uses the `facts-train` split; the
+trained policy is then compared with random ones on `facts-test` streams (subject-disjoint), on this
+machine, with edit-gym's own runner.
 
 Needs the rllib extra (`pip install -e ".[rllib]"`, or `bash setup.sh --rllib` for a separate
 .venv-rllib: RLlib pins its own gymnasium). Against a running cluster: `--address auto` (see docs/rllib.md).
@@ -38,7 +39,8 @@ if args.address:
 else:  # one CPU per runner plus the driver's learner; no dashboard on a laptop
     ray.init(num_cpus=args.runners + 1, include_dashboard=False, log_to_driver=False)
 
-env_kwargs = {"num_edits": args.edits, "final_eval": False}
+# train on the training facts; compare on the subject-disjoint test facts
+env_kwargs = {"num_edits": args.edits, "final_eval": False, "dataset": "facts-train"}
 config = ppo_config(args.env, env_kwargs, num_env_runners=args.runners, seed=args.seed)
 start = time.time()
 algo = config.build_algo()
@@ -53,8 +55,8 @@ for iteration in range(1, args.iterations + 1):
         f"{runners.get('episode_return_mean', float('nan')):>11.3f} {time.time() - start:>7.0f}"
     )
 
-# held-out streams (seeds the runners never drew), full-information comparison on this machine
-env = gym.make(args.env, **env_kwargs)
+# held-out streams: test facts (subjects never trained on), compared on this machine
+env = gym.make(args.env, **{**env_kwargs, "dataset": "facts-test"})
 trained = RLlibAgent.from_algorithm(algo, env)
 seeds = [10_000 + i for i in range(args.eval_streams)]
 

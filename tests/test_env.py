@@ -385,7 +385,18 @@ def test_an_env_never_computes_with_a_neighbours_edits_of_other_matrices():
     assert rewards[0] == rewards[1]
 
 
-@pytest.mark.parametrize("device_map", ["auto", {"": "cpu"}])
+@pytest.mark.parametrize(
+    "device_map",
+    [
+        pytest.param(
+            "auto",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available(), reason="'auto' would place the model on the GPU"
+            ),
+        ),
+        {"": "cpu"},
+    ],
+)
 def test_device_map_loads_through_accelerate_and_edits_the_same(device_map, monkeypatch):
     """accelerate places the model (here all on the CPU); each edit runs on its candidate's device.
 
