@@ -31,6 +31,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from agents.checkpointing import PeriodicSave
 from edit_gym.cache import atomic_write_folder
 from edit_gym.tensorboard_layout import step_scalars
 
@@ -145,11 +146,7 @@ class HiEditAgent:
             raise ValueError(
                 "learn(callback=...) is supported by the ppo, sb3 and maskable trainers, not straight-through"
             )
-        if checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
-        if checkpoint_every and checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs a checkpoint_dir")
-        checkpoint = _PeriodicSave(lambda: self.save(checkpoint_dir), checkpoint_every)
+        checkpoint = PeriodicSave(self.save, checkpoint_dir, checkpoint_every)
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
             self.model.args.progress_bar = progress_bar
@@ -376,18 +373,6 @@ class StraightThroughSelector:
         if writer is not None:
             writer.close()
         return self
-
-
-class _PeriodicSave:
-    """Calls ``save`` each time the step count passes another multiple of ``every`` (0: never)."""
-
-    def __init__(self, save: Callable[[], Any], every: int) -> None:
-        self.save, self.every, self.saved_at = save, every, 0
-
-    def __call__(self, steps: int) -> None:
-        if self.every and steps // self.every > self.saved_at // self.every:
-            self.save()
-            self.saved_at = steps
 
 
 def _sb3_algorithm(trainer: str):

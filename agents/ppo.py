@@ -365,7 +365,7 @@ def write_policy(policy: Policy, folder: Path, args: Args) -> None:
     save_file(
         {k: v.contiguous() for k, v in policy.state_dict().items()}, str(Path(folder) / "policy.safetensors")
     )
-    from edit_gym.editing.hypernet import file_sha256
+    from edit_gym.cache import file_sha256
 
     weights = Path(folder) / "policy.safetensors"
     meta = {

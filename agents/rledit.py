@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.checkpointing import PeriodicSave
 from edit_gym.actions import encode_action
-from edit_gym.cache import atomic_write_folder
+from edit_gym.cache import atomic_write_folder, file_sha256
 from edit_gym.editing.capture import capture
 from edit_gym.editing.hypernet import (
     CheckpointError,
     HyperNet,
     HyperNetConfig,
-    file_sha256,
     load_hypernet,
     verify_sha256,
     write_hypernet,
@@ -353,10 +353,7 @@ class RLEditAgent:
 
         if total_sequences < 1:
             raise ValueError(f"total_sequences must be >= 1, got {total_sequences}")
-        if checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
-        if checkpoint_every and checkpoint_dir is None:
-            raise ValueError("checkpoint_every needs a checkpoint_dir")
+        checkpoint = PeriodicSave(self.save, checkpoint_dir, checkpoint_every, start=self.sequences_trained)
         cfg = self.config
         if self._trainer is None:
             self._trainer = RLEditTrainer(self.env, self.net, cfg)
@@ -384,8 +381,7 @@ class RLEditAgent:
                 )
                 if writer is not None:
                     self._log(writer, logs)
-                if checkpoint_every and self.sequences_trained % checkpoint_every < count:
-                    self.save(checkpoint_dir)
+                checkpoint(self.sequences_trained)
                 if callback is not None and callback(self, logs) is False:
                     break
         finally:

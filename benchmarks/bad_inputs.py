@@ -194,6 +194,7 @@ def cache_rows(tmp: Path) -> list[dict]:
     """Damaged cache entries: caught by their checksums, rebuilt with a warning, never used."""
     import os
     import warnings
+    from unittest import mock
 
     import torch
 
@@ -205,9 +206,7 @@ def cache_rows(tmp: Path) -> list[dict]:
 
     backbone = load_backbone("tiny")
     candidates = resolve_candidates(backbone.model, default_candidates("llama", backbone.num_blocks))
-    previous = os.environ.get(cache.CACHE_ENV_VAR)
-    os.environ[cache.CACHE_ENV_VAR] = str(tmp / "cache")
-    try:
+    with mock.patch.dict(os.environ, {cache.CACHE_ENV_VAR: str(tmp / "cache")}):
         first = covariance.key_covariance(backbone, candidates)
         (entry,) = (tmp / "cache" / "covariance").glob("*.safetensors")
         data = entry.read_bytes()
@@ -218,19 +217,13 @@ def cache_rows(tmp: Path) -> list[dict]:
         out = []
         for what, damaged in damages:
             entry.write_bytes(damaged)
-            cache._verified.clear()  # as a new process would
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 again = covariance.key_covariance(backbone, candidates)
             message = "; ".join(str(w.message) for w in caught) or "(accepted)"
             same = all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
             out.append({"where": "cache", "input": what, "error": message, "unchanged": same, "hash": ""})
-        return out
-    finally:
-        if previous is None:
-            os.environ.pop(cache.CACHE_ENV_VAR, None)
-        else:
-            os.environ[cache.CACHE_ENV_VAR] = previous
+    return out
 
 
 def main() -> None:

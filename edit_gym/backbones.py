@@ -133,7 +133,7 @@ def load_backbone(
     instead of moving it to ``device``; inputs then go to the input embeddings' device
     (:attr:`Backbone.device`) and every edit to its candidate's own device.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)
     torch_device = resolve_device(device) if device_map is None else None
@@ -142,15 +142,9 @@ def load_backbone(
         source, defaults = str(builtin.folder()), dict(builtin.defaults)
     else:
         source, defaults = name, dict(GENERIC_DEFAULTS)
-    placement = {} if device_map is None else {"device_map": device_map}
-    try:
+    try:  # find the model first: a later loading or placement error must not read "unknown model"
         tokenizer = AutoTokenizer.from_pretrained(source)
-        if device_map is not None:  # find the model first: a placement error must not read "unknown model"
-            from transformers import AutoConfig
-
-            AutoConfig.from_pretrained(source)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         if builtin is not None:
             raise
@@ -159,8 +153,8 @@ def load_backbone(
             f"unknown model {name!r}: not a built-in backbone ({known}), not a local checkpoint folder, "
             f"and the Hugging Face hub could not provide it ({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from None
-    if device_map is not None:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement)
+    placement = {} if device_map is None else {"device_map": device_map}
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **placement)
     if torch_device is not None:
         model.to(torch_device)
     model.eval().requires_grad_(False)

@@ -3,8 +3,8 @@
 The folder defaults to ``~/.cache/edit_gym`` (or ``$XDG_CACHE_HOME/edit_gym``) and is overridden by
 the ``EDIT_GYM_CACHE`` environment variable. Every entry is written into a temporary sibling and
 renamed into place, so a crash or a second process never leaves a half-written entry behind, and
-carries a manifest (format version, SHA-256 of each file) that is checked the first time a process
-reads it. An entry that is missing its manifest, from another cache version or damaged is rebuilt,
+carries a manifest (format version, SHA-256 of each file) that is checked when it is read (a cache
+file at every read, a cached folder once per process). An entry that is missing its manifest, from another cache version or damaged is rebuilt,
 with a warning naming it: a cache is only ever recomputable work, never the user's data.
 """
 
@@ -39,6 +39,17 @@ def _manifest(files: dict[str, str]) -> str:
     return json.dumps({"format": MANIFEST_FORMAT, "version": CACHE_VERSION, "sha256": files}, indent=1)
 
 
+def _manifest_problem(meta: object) -> str | None:
+    """What is wrong with a parsed manifest itself (format, version, file list), or None."""
+    if not isinstance(meta, dict) or meta.get("format") != MANIFEST_FORMAT:
+        return "not an edit-gym cache manifest"
+    if meta.get("version") != CACHE_VERSION:
+        return f"cache version {meta.get('version')!r}, this edit-gym writes {CACHE_VERSION}"
+    if not isinstance(meta.get("sha256"), dict) or not meta["sha256"]:
+        return "manifest lists no files"
+    return None
+
+
 def _damage(manifest_path: Path, root: Path) -> str | None:
     """Why the entry described by ``manifest_path`` cannot be used, or None if it is whole."""
     try:
@@ -47,14 +58,10 @@ def _damage(manifest_path: Path, root: Path) -> str | None:
         return "no manifest (unfinished, or from an older edit-gym)"
     except (OSError, ValueError) as err:
         return f"unreadable manifest ({err})"
-    if not isinstance(meta, dict) or meta.get("format") != MANIFEST_FORMAT:
-        return "not an edit-gym cache manifest"
-    if meta.get("version") != CACHE_VERSION:
-        return f"cache version {meta.get('version')!r}, this edit-gym writes {CACHE_VERSION}"
-    files = meta.get("sha256")
-    if not isinstance(files, dict) or not files:
-        return "manifest lists no files"
-    for name, expected in files.items():
+    problem = _manifest_problem(meta)
+    if problem is not None:
+        return problem
+    for name, expected in meta["sha256"].items():
         path = root / name
         if not path.is_file():
             return f"{name} is missing"
@@ -96,21 +103,11 @@ def read_cache_file(path: Path) -> bytes | None:
         if path.exists():
             warnings.warn(f"cache entry {path}: no readable manifest; rebuilding it", stacklevel=2)
         return None
-    if (
-        not isinstance(meta, dict)
-        or meta.get("format") != MANIFEST_FORMAT
-        or meta.get("version") != CACHE_VERSION
-    ):
-        warnings.warn(
-            f"cache entry {path}: not a manifest of this cache version; rebuilding it", stacklevel=2
-        )
-        return None
-    expected = (meta.get("sha256") or {}).get(path.name) if isinstance(meta.get("sha256"), dict) else None
-    if hashlib.sha256(data).hexdigest() != expected:
-        warnings.warn(
-            f"cache entry {path}: does not match its checksum (corrupted or partial); rebuilding it",
-            stacklevel=2,
-        )
+    problem = _manifest_problem(meta)
+    if problem is None and hashlib.sha256(data).hexdigest() != meta["sha256"].get(path.name):
+        problem = "does not match its checksum (corrupted or partial)"
+    if problem is not None:
+        warnings.warn(f"cache entry {path}: {problem}; rebuilding it", stacklevel=2)
         return None
     return data
 

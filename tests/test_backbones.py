@@ -90,7 +90,6 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, monkeypatch):
 
     backbone = load_backbone("tiny")  # from the usual cache; C0 goes to a fresh one
     monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path))
-    monkeypatch.setattr("edit_gym.cache._verified", set())
     monkeypatch.setattr("edit_gym.editing.covariance.model_samples", lambda *_: [[1, 2, 3, 4]] * 4)  # fast C0
     candidates = resolve_candidates(backbone.model, default_candidates("llama", backbone.num_blocks))
     first = key_covariance(backbone, candidates)
@@ -98,7 +97,6 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, monkeypatch):
     data = bytearray(entry.read_bytes())
     data[-5] ^= 0xFF  # a float of the last matrix: still a loadable file, wrong numbers
     entry.write_bytes(bytes(data))
-    monkeypatch.setattr("edit_gym.cache._verified", set())
     with pytest.warns(UserWarning, match="does not match its checksum"):
         again = key_covariance(backbone, candidates)
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
