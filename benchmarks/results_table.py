@@ -7,6 +7,12 @@ command line and the machine.
 
     python benchmarks/results_table.py                     # the default grid (see --help)
     python benchmarks/results_table.py --lengths 100 --rules ridge memit --agents all fixed
+    python benchmarks/results_table.py --rules rledit:runs/rledit-smollm2-cons \
+        --agents hiedit:runs/hiedit-smollm2-maskable-k15 random:15 fixed:15
+
+An agent is a baseline name, ``random:K`` / ``fixed:K`` (K candidates per edit), or
+``hiedit:DIR`` (a trained HiEdit selector; its env gets the checkpoint's action type and budget,
+and the rule must be the checkpoint's low level).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from agents import BASELINES
+from agents import BASELINES, FixedBlockAgent, RandomKAgent
+from agents.hiedit import HiEditAgent
 from edit_gym.cache import atomic_write_text
 from edit_gym.config import EnvConfig
 from edit_gym.env import LifelongEditEnv
@@ -181,6 +188,43 @@ STREAM_KEYS = (
 )
 
 
+def parse_agent(spec: str) -> tuple[str, str]:
+    """``NAME`` or ``NAME:ARG`` -> (name, arg), checked before any model is loaded."""
+    name, _, arg = spec.partition(":")
+    if name == "hiedit":
+        if not arg:
+            raise ValueError("hiedit needs its checkpoint folder: hiedit:DIR")
+        HiEditAgent.read_meta(arg)  # a clear error for a folder that is not a HiEdit checkpoint
+    elif name not in BASELINES:
+        raise ValueError(f"unknown agent {name!r}; known: {sorted(BASELINES)} and hiedit:DIR")
+    elif arg and (name not in ("random", "fixed") or not arg.isdigit() or int(arg) < 1):
+        raise ValueError(f"{spec!r}: only random:K and fixed:K take an argument, K a positive integer")
+    return name, arg
+
+
+def agent_env_options(spec: str, rule: str) -> dict:
+    """Env options an agent needs beyond the rule (a HiEdit selector: its action type and budget)."""
+    name, arg = parse_agent(spec)
+    if name != "hiedit":
+        return {}
+    meta = HiEditAgent.read_meta(arg)
+    if meta["editor"] != rule:
+        raise ValueError(f"{spec} was trained over the rule {meta['editor']!r}, not {rule!r}")
+    return {"action_type": meta["action_type"], "budget": meta.get("env_budget")}
+
+
+def make_agent(spec: str, env, seed: int):
+    """The agent of a spec on ``env`` (random-K draws from ``seed``, so each seed is its own draw)."""
+    name, arg = parse_agent(spec)
+    if name == "hiedit":
+        return HiEditAgent.load(arg, env)
+    if name == "random":
+        return RandomKAgent(env, k=int(arg) if arg else None, seed=seed)
+    if name == "fixed":
+        return FixedBlockAgent(env, size=int(arg) if arg else None)
+    return BASELINES[name](env)
+
+
 def recorded_before(json_path: Path, config: dict, seed: int) -> dict | None:
     """Pre-edit scores of the same stream (same model, data, length, seed) from a recorded run.
 
@@ -228,7 +272,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=[str(COUNTERFACT_TEST), "facts"])
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rules", nargs="+", default=RULES)
-    parser.add_argument("--agents", nargs="+", default=["all"], choices=sorted(BASELINES))
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        default=["all"],
+        help=f"agents: {', '.join(sorted(BASELINES))}, random:K, fixed:K or hiedit:DIR (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=str(ROOT / "docs" / "results.json"))
     parser.add_argument("--markdown", default=str(ROOT / "docs" / "results.md"))
@@ -239,6 +288,12 @@ def main() -> None:
     args = parser.parse_args()
     command = "python benchmarks/results_table.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path = Path(args.json)
+    for spec in args.agents:
+        try:
+            for rule in args.rules:
+                agent_env_options(spec, rule)
+        except ValueError as err:
+            parser.error(str(err))
     if args.render_only:
         with FileLock(str(json_path) + ".lock"):
             runs = latest_runs(json.loads(json_path.read_text()))
@@ -261,19 +316,26 @@ def main() -> None:
                     print(
                         f"{_dataset_name(source)}: {available} usable requests, running {edits} instead of {length}"
                     )
-                env = LifelongEditEnv(
-                    model=args.model,
-                    dataset=source,
-                    known_only=known_only,
-                    num_edits=edits,
-                    editor=rule,
-                    final_eval=False,
-                )
-                if before is None:
-                    before = recorded_before(json_path, asdict(env.unwrapped.cfg), args.seed)
+                envs: dict[str, LifelongEditEnv] = {}  # one env per distinct set of agent options
                 for agent_name in args.agents:
+                    options = agent_env_options(agent_name, rule)
+                    key = json.dumps(options, sort_keys=True)
+                    if key not in envs:
+                        envs[key] = LifelongEditEnv(
+                            model=args.model,
+                            dataset=source,
+                            known_only=known_only,
+                            num_edits=edits,
+                            editor=rule,
+                            final_eval=False,
+                            **options,
+                        )
+                    env = envs[key]
+                    if before is None:
+                        before = recorded_before(json_path, asdict(env.unwrapped.cfg), args.seed)
+                    agent = make_agent(agent_name, env, args.seed)
                     start = time.perf_counter()
-                    result = run_episode(env, BASELINES[agent_name](env), args.seed, before=before)
+                    result = run_episode(env, agent, args.seed, before=before)
                     before = result["before"]
                     result.update(
                         agent=agent_name, data=_dataset_name(source), wall_seconds=time.perf_counter() - start

@@ -168,3 +168,41 @@ def test_checkpoint_every_needs_a_folder():
         agent.learn(4, checkpoint_every=2)
     with pytest.raises(ValueError, match=">= 0"):
         agent.learn(4, checkpoint_dir="unused", checkpoint_every=-1)
+
+
+def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
+    """`results_table.py --agents hiedit:DIR random:K fixed:K`: the selector's env gets its budget,
+    the baselines touch exactly K candidates, and a spec that does not fit is refused by name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edit_gym.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "maskable"
+    args = ["train", "hiedit", "--trainer", "maskable", "--low-level", "ridge", "--budget", "2"]
+    args += ["--env", "LifelongEdit-Tiny-v0", "--timesteps", "8", "--edits-per-sequence", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = [sys.executable, str(root / "benchmarks" / "results_table.py"), "--model", "tiny"]
+    table += ["--datasets", "facts-test", "--lengths", "5", "--rules", "ridge"]
+    files = ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
+    run = subprocess.run(
+        [*table, "--agents", f"hiedit:{out}", "random:3", "fixed:3", *files], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    runs = {r["agent"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert set(runs) == {f"hiedit:{out}", "random:3", "fixed:3"}
+    hiedit = runs[f"hiedit:{out}"]
+    assert hiedit["config"]["budget"] == 2 and hiedit["config"]["action_type"] == "slots"
+    assert all(1 <= step["layers_touched"] <= 2 for step in hiedit["curve"])
+    for name in ("random:3", "fixed:3"):
+        assert runs[name]["config"]["budget"] is None
+        assert [step["layers_touched"] for step in runs[name]["curve"]] == [3] * 5
+    for bad, message in [
+        (["--agents", "random:x"], "random:K and fixed:K"),
+        (["--agents", "hiedit:" + str(tmp_path)], "not a HiEdit checkpoint"),
+        (["--rules", "memit", "--agents", f"hiedit:{out}"], "trained over the rule 'ridge'"),
+    ]:
+        refused = subprocess.run([*table, *bad, *files], capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-500:]
