@@ -31,6 +31,7 @@ the flaws of its public code (design.md §1):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -98,9 +99,13 @@ class RLEditConfig:
 class _Applied:
     """One applied update of the current sequence: what the surrogate needs to reach the net."""
 
-    left: list[torch.Tensor]  # per candidate, d_out x N, with the net's graph
-    right: list[torch.Tensor]  # per candidate, N x d_in (the keys, no graph)
+    left: list[torch.Tensor | None]  # per candidate, d_out x N, with the net's graph; None: not edited
+    right: list[torch.Tensor | None]  # per candidate, N x d_in (the keys, no graph)
     scale: np.ndarray
+
+
+MaskFn = Callable[[int, list], np.ndarray]
+"""(sequence seed, its stream of requests) -> bool (T, n): the candidates each step edits."""
 
 
 @dataclass
@@ -226,8 +231,12 @@ class RLEditTrainer:
                 self._pristine_logp[i] = answer_logprobs(self.env.model, batch)
 
     # ------------------------------------------------------------- one sequence
-    def run_sequence(self, seed: int) -> tuple[torch.Tensor, SequenceLog]:
-        """Edit one training sequence; return its surrogate objective (graph into the net) and logs."""
+    def run_sequence(self, seed: int, mask_fn: MaskFn | None = None) -> tuple[torch.Tensor, SequenceLog]:
+        """Edit one training sequence; return its surrogate objective (graph into the net) and logs.
+
+        ``mask_fn(seed, stream)`` -> bool (T, n): edit only those candidates at each step (HiEdit's
+        alternating fine-tuning on the selector's masks); None edits every candidate.
+        """
         cfg, env, net = self.config, self.env, self.net
         env.reset(seed=seed)
         stream = env.stream
@@ -235,7 +244,11 @@ class RLEditTrainer:
             self._cache_pristine(stream)
         cands = env.candidates
         n = len(cands)
-        scale = env.update_scales(np.ones(n, bool), np.zeros(n))
+        masks = np.ones((len(stream), n), bool) if mask_fn is None else np.asarray(mask_fn(seed, stream))
+        if masks.shape != (len(stream), n) or masks.dtype != bool:
+            raise ValueError(
+                f"mask_fn must return a bool array of shape {(len(stream), n)}, got {masks.dtype} {masks.shape}"
+            )
         applied: list[_Applied] = []
         objective = torch.zeros((), device=net.device)
         log = SequenceLog()
@@ -245,9 +258,14 @@ class RLEditTrainer:
                 env.model, cands, env.encoder.encode([(req.prompt, req.target_new)], device=env.device)
             )
             prev = self.locality_reference(stream, t)
+            scale = env.update_scales(masks[t], np.zeros(n))
             lefts, rights = [], []
             l2 = torch.zeros((), device=net.device)
             for j, c in enumerate(cands):
+                if not masks[t, j]:
+                    lefts.append(None)
+                    rights.append(None)
+                    continue
                 net.observe(j, cap.keys[j], cap.grads[j])
                 left, right = net.factors(j, cap.keys[j], cap.grads[j])
                 c.add_low_rank_(left.detach(), right, float(scale[j]))
@@ -264,6 +282,8 @@ class RLEditTrainer:
                 if weight == 0.0:
                     break
                 for j, g in enumerate(grads):
+                    if past.left[j] is None:
+                        continue  # not edited at that step
                     objective = (
                         objective
                         + weight * float(past.scale[j]) * (past.left[j] * (g @ past.right[j].T)).sum()
@@ -276,13 +296,13 @@ class RLEditTrainer:
             log.efficacy.append(eff)
         return objective, log
 
-    def train_step(self, seeds: list[int]) -> list[SequenceLog]:
+    def train_step(self, seeds: list[int], mask_fn: MaskFn | None = None) -> list[SequenceLog]:
         """One optimizer step over ``len(seeds)`` sequences (gradients accumulated)."""
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         logs = []
         for s in seeds:
-            objective, log = self.run_sequence(s)
+            objective, log = self.run_sequence(s, mask_fn)
             (objective / len(seeds)).backward()
             logs.append(log)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
@@ -342,8 +362,12 @@ class RLEditAgent:
         tb_log_dir: str | Path | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 0,
+        mask_fn: MaskFn | None = None,
     ) -> RLEditAgent:
         """Train over ``total_sequences`` more edit sequences (seeded: ``config.seed`` and the count so far).
+
+        ``mask_fn(seed, stream)`` -> bool (T, n) edits only the chosen candidates at each step (e.g.
+        ``agents.alternating.SelectorMasks``: the masks a HiEdit selector picks); default: all.
 
         ``callback(agent, logs) -> bool | None`` runs after each optimizer step; returning False stops.
         ``checkpoint_every`` > 0 saves to ``checkpoint_dir`` that often (atomic: an interrupted run
@@ -371,7 +395,7 @@ class RLEditAgent:
             while done < total_sequences:
                 count = min(cfg.sequences_per_update, total_sequences - done)
                 seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=count)]
-                logs = self._trainer.train_step(seeds)
+                logs = self._trainer.train_step(seeds, mask_fn)
                 done += count
                 self.sequences_trained += count
                 bar.update(count)

@@ -334,6 +334,20 @@ def parse_band(text: str, count: int) -> slice:
     return slice(start, stop)
 
 
+def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
+    """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
+    from agents.alternating import finetune_low_level
+
+    if args.layers:
+        raise ValueError("--masks-from fine-tunes the HiEdit checkpoint's low level as it is; drop --layers")
+    out = finetune_low_level(
+        args.masks_from, args.env, args.sequences, args.out, tb_log_dir=args.tensorboard, **env_kwargs
+    )
+    print(f"wrote {out}; retrain the selector over it with")
+    print(f"  edit-gym train hiedit --low-level {out} --env {args.env} ... --out DIR")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
@@ -350,6 +364,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.dataset:
         kwargs["dataset"] = args.dataset
     _announce(args.env)
+    if args.masks_from:
+        return _finetune_low_level(args, kwargs)
     env = gym.make(args.env, **kwargs)
     if args.layers:
         names = env.unwrapped.candidate_names
@@ -587,6 +603,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also save to --out every N sequences (rledit) or env steps (hiedit); an interrupted "
         "run keeps its last whole checkpoint (default: only at the end)",
+    )
+    tr.add_argument(
+        "--masks-from",
+        metavar="HIEDIT_DIR",
+        help="rledit: fine-tune a HiEdit checkpoint's RLEdit low level on the masks its selector "
+        "picks (HiEdit's alternating fine-tuning; then retrain the selector with --low-level OUT)",
     )
     tr.add_argument("--out", required=True, help="checkpoint folder to write")
     tr.set_defaults(func=_cmd_train)
