@@ -5,6 +5,13 @@ Each setting trains a fresh hypernet on ``--train`` data and evaluates it on a s
 (``ridge``, which an untrained net equals). Prints one row per setting and writes JSON.
 
     python benchmarks/rledit_sweep.py --env LifelongEdit-Tiny-v0 --train facts-train --test facts-test
+    python benchmarks/rledit_sweep.py --grid smollm2 --env LifelongEdit-v0 --sequences 8 --lr 3e-4 \
+        --train ../shared/data/counterfact/knowedit_counterfact_train.json \
+        --test ../shared/data/counterfact/knowedit_counterfact_test.json \
+        --out runs/rledit-sweep-smollm2 --json docs/rledit_sweep_smollm2.json --markdown docs/rledit_sweep_smollm2.md
+
+A setting's ``band`` ("START:STOP" of the default candidates) trains and edits only those
+matrices (which modules); it is compared with ``ridge`` on the same band.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import edit_gym  # noqa: F401  registers the ids
 from agents import AllCandidatesAgent
 from agents.rledit import RLEditAgent, RLEditConfig
 from edit_gym.cache import atomic_write_text
+from edit_gym.cli import parse_band
 from edit_gym.runner import run_episode
 
 # (name, edits per training sequence, config overrides)
@@ -37,12 +45,30 @@ SETTINGS = [
     ("T10 c_loc2 pristine", 10, {"c_loc": 2.0, "locality_reference": "pristine"}),
     ("T25 c_loc2 pristine", 25, {"c_loc": 2.0, "locality_reference": "pristine"}),
 ]
+# SmolLM2: the settings that did not collapse there (docs/rledit.md: the model-before-the-sequence
+# KL with c_loc 5 and small scalar steps) varied one at a time: window k, c_loc, rank, modules.
+_STABLE = {"c_loc": 5.0, "locality_reference": "pristine", "scalar_learning_rate": 1e-3}
+SMOLLM2_SETTINGS = [
+    ("k10 c_loc5 rank32 all", 10, _STABLE),
+    ("k10 c_loc2 rank32 all", 10, {**_STABLE, "c_loc": 2.0}),
+    ("k5 c_loc5 rank32 all", 10, {**_STABLE, "window": 5}),
+    ("k10 c_loc5 rank8 all", 10, {**_STABLE, "rank": 8}),
+    ("k10 c_loc5 rank32 layers 15:30", 10, {**_STABLE, "band": "15:30"}),
+]
+GRIDS = {"tiny": SETTINGS, "smollm2": SMOLLM2_SETTINGS}
 
 
 def evaluate(
-    env_id: str, test: str, edits: int, editor: str, seed: int, agent_cls=AllCandidatesAgent
+    env_id: str,
+    test: str,
+    edits: int,
+    editor: str,
+    seed: int,
+    agent_cls=AllCandidatesAgent,
+    candidates: list[str] | None = None,
 ) -> dict:
-    env = gym.make(env_id, dataset=test, num_edits=edits, editor=editor, final_eval=False)
+    extra = {"candidates": candidates} if candidates else {}
+    env = gym.make(env_id, dataset=test, num_edits=edits, editor=editor, final_eval=False, **extra)
     result = run_episode(env, agent_cls(env), seed, progress=False)
     env.close()
     return {k: result["final"][k] for k in ("efficacy", "generalization", "specificity", "retention_first_n")}
@@ -83,6 +109,9 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--grid", choices=sorted(GRIDS), default="tiny", help="which settings (default: tiny)"
+    )
     parser.add_argument("--only", nargs="*", help="run only these setting names")
     parser.add_argument("--out", default="runs/rledit-sweep", help="checkpoints of each setting")
     parser.add_argument("--json", default="docs/rledit_sweep.json")
@@ -121,10 +150,27 @@ def main() -> None:
         )
 
     show(rows[0])
-    for name, length, overrides in SETTINGS:
+    ridge_bands = {None}
+    for name, length, overrides in GRIDS[args.grid]:
         if args.only and name not in args.only:
             continue
-        env = gym.make(args.env, dataset=args.train, num_edits=length, final_eval=False)
+        overrides = dict(overrides)
+        band_text = overrides.pop("band", None)
+        band = None
+        if band_text:
+            names = gym.make(args.env, dataset=args.train, num_edits=1).unwrapped.candidate_names
+            band = names[parse_band(band_text, len(names))]
+        if band_text not in ridge_bands:  # the untrained rule on the same matrices
+            ridge_bands.add(band_text)
+            rows.append(
+                {
+                    "setting": f"ridge (layers {band_text})",
+                    **evaluate(args.env, args.test, args.edits, "ridge", args.seed, candidates=band),
+                }
+            )
+            show(rows[-1])
+        extra = {"candidates": band} if band else {}
+        env = gym.make(args.env, dataset=args.train, num_edits=length, final_eval=False, **extra)
         agent = RLEditAgent(env, RLEditConfig(learning_rate=args.lr, seed=args.seed, **overrides))
         start = time.perf_counter()
         agent.learn(args.sequences, progress_bar=False)
@@ -132,7 +178,12 @@ def main() -> None:
         path = agent.save(out / name.replace(" ", "_"))
         env.close()
         row = {"setting": name, **evaluate(args.env, args.test, args.edits, f"rledit:{path}", args.seed)}
-        row.update(train_s=train_s, sequences=args.sequences, edits_per_sequence=length, overrides=overrides)
+        row.update(
+            train_s=train_s,
+            sequences=args.sequences,
+            edits_per_sequence=length,
+            overrides={**overrides, **({"band": band_text} if band_text else {})},
+        )
         rows.append(row)
         show(row)
         data = {"args": vars(args), **meta, "rows": rows}
