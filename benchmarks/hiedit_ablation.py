@@ -19,6 +19,7 @@ import platform
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import gymnasium as gym
@@ -67,6 +68,11 @@ def write_markdown(data: dict, path: Path) -> str:
         lines.append(
             f"| {e['selector']} | " + " | ".join(cells) + f" | {e['return'][0]:.2f} ± {e['return'][1]:.2f} |"
         )
+    sets = data.get("learned_sets")
+    if sets:
+        total = sum(count for _, count in sets)
+        shown = ", ".join(f"{{{', '.join(map(str, m))}}} {count}" for m, count in sets[:5])
+        lines += ["", f"Candidate sets the learned selector chose, over all {total} edits: {shown}."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text
@@ -121,9 +127,20 @@ def main() -> None:
         entry["touched"] = interval([r["touched_fraction"] for r in results])
         entry["return"] = interval([sum(c["reward"] for c in r["curve"]) for r in results])
         table.append(entry)
+    sets = Counter(
+        tuple(step["edited_candidates"]) for r in rows["learned (HiEdit)"] for step in r["curve"]
+    ).most_common()
     command = "python benchmarks/hiedit_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
     machine = f"{platform.platform()}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"
-    data = {"command": command, "machine": machine, "args": vars(args), "hiedit": meta, "rows": table}
+    data = {
+        "command": command,
+        "machine": machine,
+        "args": vars(args),
+        "hiedit": meta,
+        "rows": table,
+        "learned_sets": [[list(m), count] for m, count in sets],
+    }
     atomic_write_text(Path(args.json), json.dumps(data, indent=1))
     print(write_markdown(data, Path(args.markdown)))
 
