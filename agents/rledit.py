@@ -95,6 +95,27 @@ class RLEditConfig:
             raise ValueError(f"invalid RLEdit config: need {', '.join(bad)}")
 
 
+# Training defaults per model where a sweep chose them (architecture data, not name matching): the
+# paper's defaults collapse SmolLM2 within 100 edits (docs/rledit.md); these are the best setting of
+# docs/rledit_sweep_smollm2.md (`python benchmarks/rledit_sweep.py --grid smollm2 ...`).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smollm2-135m": {
+        "window": 10,
+        "c_loc": 5.0,
+        "locality_reference": "pristine",
+        "learning_rate": 3e-4,
+        "scalar_learning_rate": 1e-3,
+        "rank": 32,
+    },
+}
+
+
+def default_config(model: str | None = None, **overrides: Any) -> RLEditConfig:
+    """The paper's defaults, then ``MODEL_DEFAULTS[model]`` (if the model has swept ones), then
+    ``overrides`` (e.g. the command line's explicit flags)."""
+    return RLEditConfig(**{**MODEL_DEFAULTS.get(model or "", {}), **overrides})
+
+
 @dataclass
 class _Applied:
     """One applied update of the current sequence: what the surrogate needs to reach the net."""

@@ -334,6 +334,9 @@ def parse_band(text: str, count: int) -> slice:
     return slice(start, stop)
 
 
+_SWEPT = "; a model with swept defaults, e.g. smollm2-135m, uses those: agents/rledit.py MODEL_DEFAULTS)"
+
+
 def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
@@ -352,7 +355,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
-    from agents.rledit import RLEditAgent, RLEditConfig
+    from agents.rledit import MODEL_DEFAULTS, RLEditAgent, default_config
 
     if args.agent == "hiedit":
         code = _train_hiedit(args)
@@ -373,16 +376,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         env.close()
         env = gym.make(args.env, candidates=band, **kwargs)
         print(f"editing {len(band)} of {len(names)} candidates: {band[0]} .. {band[-1]}")
-    config = RLEditConfig(
-        window=args.window,
-        c_loc=args.c_loc,
-        locality_reference=args.locality_reference,
-        discount=args.discount,
-        learning_rate=args.lr,
-        scalar_learning_rate=args.scalar_lr,
-        rank=args.rank,
-        seed=args.seed,
-    )
+    flags = {
+        "window": args.window,
+        "c_loc": args.c_loc,
+        "locality_reference": args.locality_reference,
+        "learning_rate": args.lr,
+        "scalar_learning_rate": args.scalar_lr,
+        "rank": args.rank,
+    }
+    model = env.unwrapped.cfg.model
+    swept = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if flags.get(k) is None}
+    if swept:
+        print(f"{model}: swept defaults (docs/rledit_sweep_smollm2.md) for {swept}")
+    explicit = {k: v for k, v in flags.items() if v is not None}
+    config = default_config(model, discount=args.discount, seed=args.seed, **explicit)
     agent = RLEditAgent(env, config)
     agent.learn(
         args.sequences,
@@ -558,30 +565,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="sequential edits per sequence (default: %(default)s)",
     )
-    tr.add_argument("--window", type=int, default=10, help="backtracking window k (default: %(default)s)")
-    tr.add_argument("--c-loc", type=float, default=0.6, help="locality KL weight (default: %(default)s)")
+    tr.add_argument("--window", type=int, help="backtracking window k (default: 10" + _SWEPT)
+    tr.add_argument("--c-loc", type=float, help="locality KL weight (default: 0.6" + _SWEPT)
     tr.add_argument(
         "--locality-reference",
-        default="previous",
         choices=("previous", "pristine"),
-        help="KL to the model before each edit (paper) or before the sequence (default: %(default)s)",
+        help="KL to the model before each edit (paper) or before the sequence (default: previous" + _SWEPT,
     )
     tr.add_argument(
         "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
     )
-    tr.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    tr.add_argument("--lr", type=float, help="rledit: Adam learning rate (default: 1e-4" + _SWEPT)
     tr.add_argument(
         "--scalar-lr",
         type=float,
-        default=1e-2,
-        help="rledit: learning rate of the per-matrix log step and log ridge strength (default: %(default)s)",
+        help="rledit: learning rate of the per-matrix log step and log ridge strength (default: 1e-2"
+        + _SWEPT,
     )
     tr.add_argument(
         "--layers",
         help="rledit: train on a band of the default candidates, START:STOP (e.g. 8:16); "
         "the checkpoint then edits that band (default: all candidates)",
     )
-    tr.add_argument("--rank", type=int, default=32, help="hypernet block rank (default: %(default)s)")
+    tr.add_argument("--rank", type=int, help="hypernet block rank (default: 32" + _SWEPT)
     tr.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
     tr.add_argument(
         "--tensorboard",

@@ -204,6 +204,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
     args += ["--edits-per-sequence", "3", "--rank", "4", "--out", str(out), "--tensorboard", str(tb)]
     assert main(args) == 0
     assert (out / "hypernet.safetensors").is_file() and any(tb.iterdir())
+    config = json.loads((out / "agent.json").read_text())["config"]
+    assert config["rank"] == 4 and config["c_loc"] == RLEditConfig().c_loc  # the tiny model: paper defaults
     tags = tensorboard_tags(tb)
     assert {"losses/sequence_loss", "edit/immediate_efficacy", "hparam/sequence_loss"} <= tags["scalars"]
     assert "_hparams_/experiment" in tags["hparams"]
@@ -308,3 +310,15 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
     (path / "optimizer.safetensors").write_bytes(b"truncated")
     with pytest.raises(CheckpointError, match="checksum"):
         RLEditAgent.load(path, _env())
+
+
+def test_swept_model_defaults_sit_between_the_paper_and_explicit_settings():
+    """A model with swept defaults gets them; an explicit setting wins; other models keep the paper's."""
+    from agents.rledit import MODEL_DEFAULTS, default_config
+
+    swept = MODEL_DEFAULTS["smollm2-135m"]
+    config = default_config("smollm2-135m")
+    assert all(getattr(config, k) == v for k, v in swept.items())
+    assert default_config("smollm2-135m", c_loc=1.5).c_loc == 1.5
+    assert default_config("smollm2-135m", c_loc=1.5).window == swept["window"]
+    assert default_config("tiny") == RLEditConfig() == default_config(None)
