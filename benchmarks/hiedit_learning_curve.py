@@ -114,8 +114,9 @@ def plot(data: dict, path: Path) -> None:
     ax.set_ylabel("held-out episode return (advantage reward)")
     args = data["args"]
     ax.set_title(
-        f"{args['env']}: {args['edits']} edits on {args['test_data']}, {len(args['eval_seeds'])} seeds, "
-        f"w_sparse {args.get('w_sparse', 0.1)}"
+        f"{args['env']}: {args['edits']} edits on {Path(args['test_data']).stem}\n"
+        f"{len(args['eval_seeds'])} held-out seeds, w_sparse {args.get('w_sparse', 0.1)}",
+        fontsize=10,
     )
     ax.grid(alpha=0.3)
     ax.legend()
