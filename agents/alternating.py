@@ -5,8 +5,11 @@ the candidate sets the selector chooses (so the hypernet learns the update sizes
 partial selection: with spreading, each chosen matrix takes a larger share of the step). One round:
 
 1. the trained selector plays each training sequence (seeded, the same stream the RLEdit trainer
-   draws) through an env built over the current low level, and its mask at every step is recorded;
-2. the RLEdit trainer edits that sequence with only those candidates and takes its optimizer steps.
+   draws) through an env over the low level it was trained with (the checkpoint's, frozen for the
+   round), and its mask at every step is recorded;
+2. the RLEdit trainer edits that sequence with only those candidates and takes its optimizer steps
+   (the other matrices' weights are not edited; Adam's momentum may still move their per-matrix
+   step size and ridge strength a little).
 
 The next round retrains the selector over the new low level
 (``edit-gym train hiedit --low-level NEW_DIR``); ``edit-gym train rledit --masks-from HIEDIT_DIR``
@@ -33,7 +36,6 @@ class SelectorMasks:
     def __init__(self, selector: Any, env: Any) -> None:
         self.selector = selector
         self.env = env
-        self.touched: list[float] = []  # fraction of candidates per recorded step, for logging
 
     def __call__(self, seed: int, stream: list) -> np.ndarray:
         inner = self.env.unwrapped
@@ -54,7 +56,6 @@ class SelectorMasks:
             if (terminated or truncated) and t < len(stream) - 1:
                 masks[t + 1 :] = masks[t]  # an env guard ended the episode early: keep the last choice
                 break
-        self.touched.extend(masks.mean(1).tolist())
         return masks
 
 
@@ -66,6 +67,7 @@ def finetune_low_level(
     *,
     tb_log_dir: str | Path | None = None,
     progress_bar: bool = True,
+    checkpoint_every: int = 0,
     **env_kwargs: Any,
 ) -> Path:
     """One round: fine-tune the HiEdit checkpoint's RLEdit low level on its selector's masks.
@@ -87,6 +89,8 @@ def finetune_low_level(
             f"{hiedit_dir}: its low level is the fixed rule {meta['editor']!r}; only an RLEdit "
             "low level (rledit:DIR) can be fine-tuned"
         )
+    if Path(out).resolve() == Path(low_level).resolve():
+        raise ValueError(f"--out {out} is the low level the selector was trained over; write elsewhere")
     common = {"final_eval": False, **env_kwargs}
     selector_env = gym.make(
         env_id,
@@ -95,12 +99,22 @@ def finetune_low_level(
         budget=meta.get("env_budget"),
         **common,
     )
-    selector = HiEditAgent.load(hiedit_dir, selector_env)
-    train_env = gym.make(env_id, candidates=selector_env.unwrapped.candidate_names, **common)
-    agent = RLEditAgent.load(low_level, train_env)
-    masks = SelectorMasks(selector, selector_env)
-    agent.learn(sequences, tb_log_dir=tb_log_dir, progress_bar=progress_bar, mask_fn=masks)
-    agent.save(out)
-    selector_env.close()
-    train_env.close()
+    train_env = None
+    try:
+        selector = HiEditAgent.load(hiedit_dir, selector_env)
+        train_env = gym.make(env_id, candidates=selector_env.unwrapped.candidate_names, **common)
+        agent = RLEditAgent.load(low_level, train_env)
+        agent.learn(
+            sequences,
+            tb_log_dir=tb_log_dir,
+            progress_bar=progress_bar,
+            checkpoint_dir=out if checkpoint_every else None,
+            checkpoint_every=checkpoint_every,
+            mask_fn=SelectorMasks(selector, selector_env),
+        )
+        agent.save(out)
+    finally:
+        selector_env.close()
+        if train_env is not None:
+            train_env.close()
     return Path(out)

@@ -72,7 +72,8 @@ def write_markdown(data: dict, path: Path) -> str:
     if sets:
         total = sum(count for _, count in sets)
         shown = ", ".join(f"{{{', '.join(map(str, m))}}} {count}" for m, count in sets[:5])
-        lines += ["", f"Candidate sets the learned selector chose, over all {total} edits: {shown}."]
+        top = "" if len(sets) <= 5 else f" (the 5 most frequent of {len(sets)} distinct sets)"
+        lines += ["", f"Candidate sets the learned selector chose over all {total} edits{top}: {shown}."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text

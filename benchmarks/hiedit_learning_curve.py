@@ -255,8 +255,6 @@ def main() -> None:
             record(args.timesteps, agent.model.policy, None)
         if eval_writer is not None:
             eval_writer.close()
-        if args.save:
-            agent.save(args.save)
         data = {
             "args": vars(args),
             "command": "python benchmarks/hiedit_learning_curve.py "
@@ -267,6 +265,8 @@ def main() -> None:
             "points": points,
         }
         atomic_write_text(out.with_suffix(".json"), json.dumps(data, indent=1))
+        if args.save:  # after the curve is safely written
+            agent.save(args.save)
     write_markdown(data, out.with_suffix(".md"))
     plot(data, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())

@@ -35,6 +35,7 @@ from agents import BASELINES, FixedBlockAgent, RandomKAgent
 from agents.hiedit import HiEditAgent
 from edit_gym.cache import atomic_write_text
 from edit_gym.config import EnvConfig
+from edit_gym.editing.rules import learned_checkpoint
 from edit_gym.env import LifelongEditEnv
 from edit_gym.runner import run_episode
 from edit_gym.stats import interval
@@ -202,14 +203,21 @@ def parse_agent(spec: str) -> tuple[str, str]:
     return name, arg
 
 
-def agent_env_options(spec: str, rule: str) -> dict:
-    """Env options an agent needs beyond the rule (a HiEdit selector: its action type and budget)."""
+def _normalised(editor: str) -> str:
+    """An editor spec with its checkpoint folder (if any) as an absolute path, for comparing."""
+    folder = learned_checkpoint(editor)
+    return editor if folder is None else editor.replace(folder, str(Path(folder).resolve()), 1)
+
+
+def agent_env_options(spec: str, rule: str) -> dict | None:
+    """Env options an agent needs beyond the rule (a HiEdit selector: its action type and budget),
+    or None when the agent does not run under this rule (a selector runs over its own low level)."""
     name, arg = parse_agent(spec)
     if name != "hiedit":
         return {}
     meta = HiEditAgent.read_meta(arg)
-    if meta["editor"] != rule:
-        raise ValueError(f"{spec} was trained over the rule {meta['editor']!r}, not {rule!r}")
+    if _normalised(meta["editor"]) != _normalised(rule):
+        return None
     return {"action_type": meta["action_type"], "budget": meta.get("env_budget")}
 
 
@@ -290,8 +298,9 @@ def main() -> None:
     json_path = Path(args.json)
     for spec in args.agents:
         try:
-            for rule in args.rules:
-                agent_env_options(spec, rule)
+            if all(agent_env_options(spec, rule) is None for rule in args.rules):
+                editor = HiEditAgent.read_meta(parse_agent(spec)[1])["editor"]
+                parser.error(f"{spec} was trained over the rule {editor!r}, which is not among --rules")
         except ValueError as err:
             parser.error(str(err))
     if args.render_only:
@@ -319,6 +328,8 @@ def main() -> None:
                 envs: dict[str, LifelongEditEnv] = {}  # one env per distinct set of agent options
                 for agent_name in args.agents:
                     options = agent_env_options(agent_name, rule)
+                    if options is None:
+                        continue  # a HiEdit selector runs only over its own low level
                     key = json.dumps(options, sort_keys=True)
                     if key not in envs:
                         envs[key] = LifelongEditEnv(

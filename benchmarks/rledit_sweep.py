@@ -158,7 +158,9 @@ def main() -> None:
         band_text = overrides.pop("band", None)
         band = None
         if band_text:
-            names = gym.make(args.env, dataset=args.train, num_edits=1).unwrapped.candidate_names
+            probe = gym.make(args.env, dataset=args.train, num_edits=1)
+            names = probe.unwrapped.candidate_names
+            probe.close()
             band = names[parse_band(band_text, len(names))]
         if band_text not in ridge_bands:  # the untrained rule on the same matrices
             ridge_bands.add(band_text)

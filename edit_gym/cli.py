@@ -334,6 +334,7 @@ def parse_band(text: str, count: int) -> slice:
     return slice(start, stop)
 
 
+_RLEDIT_SETTINGS = ("window", "c_loc", "locality_reference", "lr", "scalar_lr", "rank", "discount")
 _SWEPT = "; a model with swept defaults, e.g. smollm2-135m, uses those: agents/rledit.py MODEL_DEFAULTS)"
 
 
@@ -341,10 +342,20 @@ def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
 
-    if args.layers:
-        raise ValueError("--masks-from fine-tunes the HiEdit checkpoint's low level as it is; drop --layers")
+    given = [f"--{name.replace('_', '-')}" for name in (*_RLEDIT_SETTINGS, "layers") if getattr(args, name)]
+    if given:
+        raise ValueError(
+            f"--masks-from continues the HiEdit checkpoint's low level with its own settings and "
+            f"matrices; drop {', '.join(given)}"
+        )
     out = finetune_low_level(
-        args.masks_from, args.env, args.sequences, args.out, tb_log_dir=args.tensorboard, **env_kwargs
+        args.masks_from,
+        args.env,
+        args.sequences,
+        args.out,
+        tb_log_dir=args.tensorboard,
+        checkpoint_every=args.checkpoint_every,
+        **env_kwargs,
     )
     print(f"wrote {out}; retrain the selector over it with")
     print(f"  edit-gym train hiedit --low-level {out} --env {args.env} ... --out DIR")
@@ -358,6 +369,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from agents.rledit import MODEL_DEFAULTS, RLEditAgent, default_config
 
     if args.agent == "hiedit":
+        if args.masks_from:
+            raise ValueError(
+                "--masks-from goes with `train rledit` (it fine-tunes a HiEdit checkpoint's low level)"
+            )
         code = _train_hiedit(args)
         return code or _evaluate_trained(args)
 
@@ -383,13 +398,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "learning_rate": args.lr,
         "scalar_learning_rate": args.scalar_lr,
         "rank": args.rank,
+        "discount": args.discount,
     }
     model = env.unwrapped.cfg.model
     swept = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if flags.get(k) is None}
     if swept:
         print(f"{model}: swept defaults (docs/rledit_sweep_smollm2.md) for {swept}")
     explicit = {k: v for k, v in flags.items() if v is not None}
-    config = default_config(model, discount=args.discount, seed=args.seed, **explicit)
+    config = default_config(model, seed=args.seed, **explicit)
     agent = RLEditAgent(env, config)
     agent.learn(
         args.sequences,
@@ -572,9 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("previous", "pristine"),
         help="KL to the model before each edit (paper) or before the sequence (default: previous" + _SWEPT,
     )
-    tr.add_argument(
-        "--discount", type=float, default=1.0, help="discount over the sequence (default: %(default)s)"
-    )
+    tr.add_argument("--discount", type=float, help="rledit: discount over the sequence (default: 1.0)")
     tr.add_argument("--lr", type=float, help="rledit: Adam learning rate (default: 1e-4" + _SWEPT)
     tr.add_argument(
         "--scalar-lr",

@@ -15,8 +15,8 @@ from tests.test_rledit import _env, _perturb
 
 
 def test_a_masked_sequence_edits_only_the_chosen_candidates():
-    """With a mask, unselected matrices keep their weights through the whole sequence and take no
-    part in the objective; selected ones move, at the env's spread scale for that mask."""
+    """With a mask, unselected matrices keep their weights through the whole sequence; selected ones
+    move, and the objective still reaches the net."""
     env = _env()
     agent = RLEditAgent(env, RLEditConfig(rank=4))
     _perturb(agent.net)
@@ -44,13 +44,24 @@ def test_a_masked_sequence_edits_only_the_chosen_candidates():
         trainer.run_sequence(seed=3, mask_fn=lambda seed, stream: np.ones((2, n), dtype=bool))
 
 
-def test_cli_fine_tunes_the_low_level_on_the_selectors_masks(tmp_path):
+def test_cli_fine_tunes_the_low_level_on_the_selectors_masks(tmp_path, monkeypatch, capsys):
     """train rledit --masks-from HIEDIT: a new RLEdit checkpoint, continued from the low level (its
-    sequence count goes on), trained only on the candidates the selector picked; the next selector
-    round trains over it."""
+    sequence count goes on), trained on the masks the selector picked (recorded here: at most the
+    budget per step); the next selector round trains over it; settings the round cannot change are
+    refused."""
+    from agents import alternating
     from edit_gym.cli import main
 
-    low = RLEditAgent(_env(), RLEditConfig(rank=4)).save(tmp_path / "low")
+    low = RLEditAgent(_env(), RLEditConfig(rank=4)).learn(1, progress_bar=False).save(tmp_path / "low")
+    recorded = []
+    play = alternating.SelectorMasks.__call__
+
+    def recording(self, seed, stream):
+        masks = play(self, seed, stream)
+        recorded.append(masks)
+        return masks
+
+    monkeypatch.setattr(alternating.SelectorMasks, "__call__", recording)
     hi = tmp_path / "hi"
     common = ["--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "4"]
     args = ["train", "hiedit", "--trainer", "maskable", "--budget", "2", "--low-level", str(low)]
@@ -59,7 +70,17 @@ def test_cli_fine_tunes_the_low_level_on_the_selectors_masks(tmp_path):
     args = ["train", "rledit", "--masks-from", str(hi), "--sequences", "2", *common, "--out", str(ft)]
     assert main(args) == 0
     meta = json.loads((ft / "agent.json").read_text())
-    assert meta["sequences_trained"] == 2
+    assert meta["sequences_trained"] == 3  # 1 before, 2 in the round
+    assert len(recorded) == 2 and all(m.shape[0] == 4 and (m.sum(1) <= 2).all() for m in recorded)
+    assert all((m.sum(1) < m.shape[1]).all() for m in recorded)  # a real partial selection
+    for bad, message in [(["--lr", "0.1"], "drop --lr"), (["--out", str(low)], "is the low level")]:
+        out = [] if bad[0] == "--out" else ["--out", str(tmp_path / "x")]
+        assert main([*args[:-2], *bad, *out]) == 2
+        assert message in capsys.readouterr().err
+    assert (
+        not (tmp_path / "x").exists()
+        and json.loads((low / "agent.json").read_text())["sequences_trained"] == 1
+    )
     original, tuned = load_hypernet(low), load_hypernet(ft)
     changed = [k for k, v in original.state_dict().items() if not torch.equal(v, tuned.state_dict()[k])]
     assert changed, "fine-tuning changed no parameter of the hypernet"
