@@ -95,9 +95,10 @@ class RLEditConfig:
             raise ValueError(f"invalid RLEdit config: need {', '.join(bad)}")
 
 
-# Training defaults per model where a sweep chose them (architecture data, not name matching): the
-# paper's defaults collapse SmolLM2 within 100 edits (docs/rledit.md); these are the best setting of
-# docs/rledit_sweep_smollm2.md (`python benchmarks/rledit_sweep.py --grid smollm2 ...`).
+# Training defaults per built-in model (keyed by its exact name in edit_gym.backbones, never by a
+# substring) where a sweep chose them: the paper's defaults collapse SmolLM2 within 100 edits
+# (docs/rledit.md); the sweep behind these is docs/rledit_sweep_smollm2.md
+# (`python benchmarks/rledit_sweep.py --grid smollm2 ...`).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {
         "window": 10,
