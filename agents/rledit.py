@@ -111,6 +111,12 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# The band of default candidates (START:STOP) that the same sweep chose per built-in model; an env
+# setting, not a hypernet one, so `edit-gym train rledit` applies it when no --layers is given. On
+# SmolLM2 the upper half (layers 15-29) beats all 30 for the untrained ridge rule and the trained net.
+MODEL_BANDS: dict[str, str] = {"smollm2-135m": "15:30"}
+
+
 def default_config(model: str | None = None, **overrides: Any) -> RLEditConfig:
     """The paper's defaults, then ``MODEL_DEFAULTS[model]`` (if the model has swept ones), then
     ``overrides`` (e.g. the command line's explicit flags)."""

@@ -10,7 +10,8 @@ command line and the machine.
     python benchmarks/results_table.py --rules rledit:runs/rledit-smollm2-cons \
         --agents hiedit:runs/hiedit-smollm2-maskable-k15 random:15 fixed:15
 
-An agent is a baseline name, ``random:K`` / ``fixed:K`` (K candidates per edit), or
+An agent is a baseline name, ``random:K`` / ``fixed:K`` (K candidates per edit; ``fixed:K@START``
+puts the block at candidate START instead of the lower-middle third), or
 ``hiedit:DIR`` (a trained HiEdit selector; its env gets the checkpoint's action type and budget,
 and the rule must be the checkpoint's low level).
 """
@@ -198,9 +199,20 @@ def parse_agent(spec: str) -> tuple[str, str]:
         HiEditAgent.read_meta(arg)  # a clear error for a folder that is not a HiEdit checkpoint
     elif name not in BASELINES:
         raise ValueError(f"unknown agent {name!r}; known: {sorted(BASELINES)} and hiedit:DIR")
-    elif arg and (name not in ("random", "fixed") or not arg.isdigit() or int(arg) < 1):
-        raise ValueError(f"{spec!r}: only random:K and fixed:K take an argument, K a positive integer")
+    elif arg and not _valid_size(name, arg):
+        raise ValueError(
+            f"{spec!r}: only random:K, fixed:K and fixed:K@START take an argument "
+            "(K a positive integer, START a candidate index)"
+        )
     return name, arg
+
+
+def _valid_size(name: str, arg: str) -> bool:
+    size, at, start = arg.partition("@")
+    ok_size = size.isdigit() and int(size) >= 1
+    return (name == "random" and ok_size and not at) or (
+        name == "fixed" and ok_size and (not at or start.isdigit())
+    )
 
 
 def _normalised(editor: str) -> str:
@@ -229,7 +241,8 @@ def make_agent(spec: str, env, seed: int):
     if name == "random":
         return RandomKAgent(env, k=int(arg) if arg else None, seed=seed)
     if name == "fixed":
-        return FixedBlockAgent(env, size=int(arg) if arg else None)
+        size, _, start = arg.partition("@")
+        return FixedBlockAgent(env, start=int(start) if start else None, size=int(size) if size else None)
     return BASELINES[name](env)
 
 
@@ -344,7 +357,10 @@ def main() -> None:
                     env = envs[key]
                     if before is None:
                         before = recorded_before(json_path, asdict(env.unwrapped.cfg), args.seed)
-                    agent = make_agent(agent_name, env, args.seed)
+                    try:
+                        agent = make_agent(agent_name, env, args.seed)
+                    except ValueError as err:  # e.g. a fixed block that does not fit this model
+                        parser.error(f"{agent_name}: {err}")
                     start = time.perf_counter()
                     result = run_episode(env, agent, args.seed, before=before)
                     before = result["before"]

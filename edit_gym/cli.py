@@ -366,7 +366,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
-    from agents.rledit import MODEL_DEFAULTS, RLEditAgent, default_config
+    from agents.rledit import MODEL_BANDS, MODEL_DEFAULTS, RLEditAgent, default_config
 
     if args.agent == "hiedit":
         if args.masks_from:
@@ -385,12 +385,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.masks_from:
         return _finetune_low_level(args, kwargs)
     env = gym.make(args.env, **kwargs)
-    if args.layers:
+    model = env.unwrapped.cfg.model
+    layers = args.layers or MODEL_BANDS.get(model)
+    if layers and layers != "all":
         names = env.unwrapped.candidate_names
-        band = names[parse_band(args.layers, len(names))]
+        band = names[parse_band(layers, len(names))]
         env.close()
         env = gym.make(args.env, candidates=band, **kwargs)
-        print(f"editing {len(band)} of {len(names)} candidates: {band[0]} .. {band[-1]}")
+        swept_band = "" if args.layers else f" (the swept band of {model}; --layers all for every one)"
+        print(f"editing {len(band)} of {len(names)} candidates: {band[0]} .. {band[-1]}{swept_band}")
     flags = {
         "window": args.window,
         "c_loc": args.c_loc,
@@ -400,7 +403,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "rank": args.rank,
         "discount": args.discount,
     }
-    model = env.unwrapped.cfg.model
     swept = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if flags.get(k) is None}
     if swept:
         print(f"{model}: swept defaults (docs/rledit_sweep_smollm2.md) for {swept}")
@@ -598,8 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--layers",
-        help="rledit: train on a band of the default candidates, START:STOP (e.g. 8:16); "
-        "the checkpoint then edits that band (default: all candidates)",
+        help="rledit: train on a band of the default candidates, START:STOP (e.g. 8:16), or all; "
+        "the checkpoint then edits that band (default: all candidates; a model with a swept band, "
+        "e.g. smollm2-135m, uses it: agents/rledit.py MODEL_BANDS)",
     )
     tr.add_argument("--rank", type=int, help="hypernet block rank (default: 32" + _SWEPT)
     tr.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")

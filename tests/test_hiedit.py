@@ -188,19 +188,25 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
     table += ["--datasets", "facts-test", "--lengths", "5", "--rules", "ridge"]
     files = ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
     run = subprocess.run(
-        [*table, "--agents", f"hiedit:{out}", "random:3", "fixed:3", *files], capture_output=True, text=True
+        [*table, "--agents", f"hiedit:{out}", "random:3", "fixed:3", "fixed:2@4", *files],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     runs = {r["agent"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert set(runs) == {f"hiedit:{out}", "random:3", "fixed:3"}
+    assert set(runs) == {f"hiedit:{out}", "random:3", "fixed:3", "fixed:2@4"}
     hiedit = runs[f"hiedit:{out}"]
     assert hiedit["config"]["budget"] == 2 and hiedit["config"]["action_type"] == "slots"
     assert all(1 <= step["layers_touched"] <= 2 for step in hiedit["curve"])
     for name in ("random:3", "fixed:3"):
         assert runs[name]["config"]["budget"] is None
         assert [step["layers_touched"] for step in runs[name]["curve"]] == [3] * 5
+    assert [step["layers_touched"] for step in runs["fixed:2@4"]["curve"]] == [2] * 5
     for bad, message in [
-        (["--agents", "random:x"], "random:K and fixed:K"),
+        (["--agents", "random:x"], "random:K, fixed:K and fixed:K@START"),
+        (["--agents", "random:3@1"], "random:K, fixed:K and fixed:K@START"),
+        (["--agents", "fixed:3@x"], "random:K, fixed:K and fixed:K@START"),
+        (["--agents", "fixed:3@5"], "does not fit"),
         (["--agents", "hiedit:" + str(tmp_path)], "not a HiEdit checkpoint"),
         (["--rules", "memit", "--agents", f"hiedit:{out}"], "trained over the rule 'ridge'"),
     ]:

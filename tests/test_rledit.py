@@ -245,6 +245,24 @@ def test_band_checkpoint_edits_its_own_band(tmp_path, capsys):
     assert "--layers '3:1'" in capsys.readouterr().err
 
 
+def test_a_model_with_a_swept_band_trains_on_it_unless_told_otherwise(tmp_path, monkeypatch, capsys):
+    """MODEL_BANDS gives `train rledit` its default band; --layers all (or a band) overrides it."""
+    from agents import rledit
+    from edit_gym.cli import main
+
+    monkeypatch.setitem(rledit.MODEL_BANDS, "tiny", "2:4")
+    every = _env().unwrapped.candidate_names
+    args = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--sequences", "1"]
+    args += ["--edits-per-sequence", "2", "--rank", "4"]
+    assert main([*args, "--out", str(tmp_path / "swept")]) == 0
+    assert "the swept band of tiny" in capsys.readouterr().out
+    assert _env(editor=f"rledit:{tmp_path / 'swept'}").unwrapped.candidate_names == every[2:4]
+    assert main([*args, "--layers", "all", "--out", str(tmp_path / "all")]) == 0
+    assert _env(editor=f"rledit:{tmp_path / 'all'}").unwrapped.candidate_names == every
+    assert main([*args, "--layers", "0:1", "--out", str(tmp_path / "own")]) == 0
+    assert _env(editor=f"rledit:{tmp_path / 'own'}").unwrapped.candidate_names == every[:1]
+
+
 class _Payload:
     """Unpickling this would create a file: proof that code from the checkpoint ran."""
 
