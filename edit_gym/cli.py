@@ -334,7 +334,16 @@ def parse_band(text: str, count: int) -> slice:
     return slice(start, stop)
 
 
-_RLEDIT_SETTINGS = ("window", "c_loc", "locality_reference", "lr", "scalar_lr", "rank", "discount")
+# `train rledit` flags (argparse dest) -> the RLEditConfig field each sets; unset flags stay None.
+_RLEDIT_FLAGS = {
+    "window": "window",
+    "c_loc": "c_loc",
+    "locality_reference": "locality_reference",
+    "lr": "learning_rate",
+    "scalar_lr": "scalar_learning_rate",
+    "rank": "rank",
+    "discount": "discount",
+}
 _SWEPT = "; a model with swept defaults, e.g. smollm2-135m, uses those: agents/rledit.py MODEL_DEFAULTS)"
 
 
@@ -342,7 +351,7 @@ def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
 
-    given = [f"--{name.replace('_', '-')}" for name in (*_RLEDIT_SETTINGS, "layers") if getattr(args, name)]
+    given = [f"--{name.replace('_', '-')}" for name in (*_RLEDIT_FLAGS, "layers") if getattr(args, name)]
     if given:
         raise ValueError(
             f"--masks-from continues the HiEdit checkpoint's low level with its own settings and "
@@ -394,15 +403,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         env = gym.make(args.env, candidates=band, **kwargs)
         swept_band = "" if args.layers else f" (the swept band of {model}; --layers all for every one)"
         print(f"editing {len(band)} of {len(names)} candidates: {band[0]} .. {band[-1]}{swept_band}")
-    flags = {
-        "window": args.window,
-        "c_loc": args.c_loc,
-        "locality_reference": args.locality_reference,
-        "learning_rate": args.lr,
-        "scalar_learning_rate": args.scalar_lr,
-        "rank": args.rank,
-        "discount": args.discount,
-    }
+    flags = {field: getattr(args, dest) for dest, field in _RLEDIT_FLAGS.items()}
     swept = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if flags.get(k) is None}
     if swept:
         print(f"{model}: swept defaults (docs/rledit_sweep_smollm2.md) for {swept}")
