@@ -351,7 +351,11 @@ def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
 
-    given = [f"--{name.replace('_', '-')}" for name in (*_RLEDIT_FLAGS, "layers") if getattr(args, name)]
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in (*_RLEDIT_FLAGS, "layers")
+        if getattr(args, name) is not None
+    ]
     if given:
         raise ValueError(
             f"--masks-from continues the HiEdit checkpoint's low level with its own settings and "
