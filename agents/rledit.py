@@ -117,6 +117,28 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 MODEL_BANDS: dict[str, str] = {"smollm2-135m": "15:30"}
 
 
+def parse_band(text: str, count: int) -> slice:
+    """``START:STOP`` (Python slice of the default candidates, e.g. ``8:16``) as a checked slice."""
+    start_text, sep, stop_text = text.partition(":")
+    try:
+        start = int(start_text) if start_text else 0
+        stop = int(stop_text) if stop_text else count
+    except ValueError:
+        start, stop, sep = 0, 0, ""
+    if not sep or not (0 <= start < stop <= count):
+        raise ValueError(f"--layers {text!r}: expected START:STOP with 0 <= START < STOP <= {count}")
+    return slice(start, stop)
+
+
+def training_band(names: list[str], model: str, layers: str | None = None) -> list[str] | None:
+    """The candidates RLEdit trains on: ``layers`` (``START:STOP`` or ``all``), else the model's
+    swept band (``MODEL_BANDS``), else every candidate (``None``: the env's own default)."""
+    layers = layers or MODEL_BANDS.get(model)
+    if not layers or layers == "all":
+        return None
+    return names[parse_band(layers, len(names))]
+
+
 def default_config(model: str | None = None, **overrides: Any) -> RLEditConfig:
     """The paper's defaults, then ``MODEL_DEFAULTS[model]`` (if the model has swept ones), then
     ``overrides`` (e.g. the command line's explicit flags)."""

@@ -30,9 +30,8 @@ import torch
 
 import edit_gym  # noqa: F401  registers the ids
 from agents import AllCandidatesAgent
-from agents.rledit import RLEditAgent, RLEditConfig
+from agents.rledit import RLEditAgent, RLEditConfig, parse_band
 from edit_gym.cache import atomic_write_text
-from edit_gym.cli import parse_band
 from edit_gym.runner import run_episode
 
 # (name, edits per training sequence, config overrides)

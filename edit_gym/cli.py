@@ -1,7 +1,7 @@
 """The ``edit-gym`` command: ``envs`` lists the ids, ``demo`` runs the README's main job.
 
 edit-gym envs
-edit-gym demo [--env LifelongEdit-v0] [--agent all|fixed|random|topk-grad] [--edits 20] [--seed 0] [--json OUT]
+edit-gym demo [--env LifelongEdit-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--seed 0] [--out runs/demo]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym plot RUN.json [--out DIR]
 edit-gym bench [--ids ID ...] [--model tiny] [--editors RULE ...] [--cost-edits N] [--json OUT]
@@ -257,7 +257,38 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return _run(args, {"num_edits": args.edits})
+    from agents.demo import run_demo
+    from edit_gym.runner import comparison_table
+
+    check_agent_spec(args.agent)
+    _announce(args.env)
+    run = run_demo(
+        args.env,
+        agent=args.agent,
+        sequences=args.sequences,
+        edits_per_sequence=args.edits_per_sequence,
+        edits=args.edits,
+        seed=args.seed,
+        out=args.out,
+        train_dataset=args.train_dataset,
+    )
+    first = next(iter(run.rows.values()))
+    print()
+    trained = (
+        f"RLEdit trained on {run.sequences} sequences x {args.edits_per_sequence} edits of "
+        f"{run.train_dataset} ({run.train_seconds:.0f} s); "
+        if run.sequences
+        else ""
+    )
+    print(
+        f"{args.env}: {trained}{first['edits']} held-out sequential edits of {run.eval_dataset}, "
+        f"seed {args.seed}, {len(first['candidate_names'])} candidates"
+    )
+    print(
+        "teacher-forced token top-1; specificity = agreement with the pre-edit model; scores after the stream"
+    )
+    print(comparison_table(run.rows))
+    return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -321,19 +352,6 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_band(text: str, count: int) -> slice:
-    """``START:STOP`` (Python slice of the default candidates, e.g. ``8:16``) as a checked slice."""
-    start_text, sep, stop_text = text.partition(":")
-    try:
-        start = int(start_text) if start_text else 0
-        stop = int(stop_text) if stop_text else count
-    except ValueError:
-        start, stop, sep = 0, 0, ""
-    if not sep or not (0 <= start < stop <= count):
-        raise ValueError(f"--layers {text!r}: expected START:STOP with 0 <= START < STOP <= {count}")
-    return slice(start, stop)
-
-
 # `train rledit` flags (argparse dest) -> the RLEditConfig field each sets; unset flags stay None.
 _RLEDIT_FLAGS = {
     "window": "window",
@@ -379,7 +397,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
-    from agents.rledit import MODEL_BANDS, MODEL_DEFAULTS, RLEditAgent, default_config
+    from agents.rledit import MODEL_DEFAULTS, RLEditAgent, default_config, training_band
 
     if args.agent == "hiedit":
         if args.masks_from:
@@ -399,10 +417,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return _finetune_low_level(args, kwargs)
     env = gym.make(args.env, **kwargs)
     model = env.unwrapped.cfg.model
-    layers = args.layers or MODEL_BANDS.get(model)
-    if layers and layers != "all":
-        names = env.unwrapped.candidate_names
-        band = names[parse_band(layers, len(names))]
+    names = env.unwrapped.candidate_names
+    band = training_band(names, model, args.layers)
+    if band is not None:
         env.close()
         env = gym.make(args.env, candidates=band, **kwargs)
         swept_band = "" if args.layers else f" (the swept band of {model}; --layers all for every one)"
@@ -467,17 +484,39 @@ def build_parser() -> argparse.ArgumentParser:
     envs = sub.add_parser("envs", help="list the registered environment ids")
     envs.set_defaults(func=_cmd_envs)
     demo = sub.add_parser(
-        "demo", help="run a baseline policy on an edit stream and print before/after scores"
+        "demo",
+        help="the main job: train RLEdit briefly, then compare it with the rule it learns from on a "
+        "held-out stream",
     )
     demo.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
     demo.add_argument(
         "--agent",
-        default="fixed",
-        help=f"baseline ({', '.join(AGENT_CHOICES)}) or module:Class (default: %(default)s)",
+        default="all",
+        help=f"policy of the untrained-rule row: {', '.join(AGENT_CHOICES)} or module:Class "
+        "(default: %(default)s)",
     )
-    demo.add_argument("--edits", type=int, default=20, help="sequential edits (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
-    demo.add_argument("--json", help="also write the results to this JSON file")
+    demo.add_argument(
+        "--sequences",
+        type=int,
+        default=4,
+        help="RLEdit training sequences (default: %(default)s; 0: the untrained-rule row only)",
+    )
+    demo.add_argument(
+        "--edits-per-sequence", type=int, default=5, help="edits per training sequence (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--edits", type=int, default=20, help="held-out sequential edits (default: %(default)s)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="training and stream seed (default: %(default)s)")
+    demo.add_argument(
+        "--train-dataset",
+        help="training requests (default: facts-train for the built-in facts, evaluated on facts-test)",
+    )
+    demo.add_argument(
+        "--out",
+        default="runs/demo",
+        help="folder for the checkpoint (OUT/rledit) and each row's result file (default: %(default)s)",
+    )
     demo.set_defaults(func=_cmd_demo)
     ev = sub.add_parser("eval", help="evaluate an agent over a seeded edit stream; print a table, write JSON")
     ev.add_argument(

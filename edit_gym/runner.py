@@ -125,20 +125,43 @@ def run_episode(
     }
 
 
+TABLE_METRICS = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
+
+
+def _score_cells(values: dict) -> str:
+    cells = "".join(f"{100 * values[m]:>17.1f}%" if m in values else f"{'-':>18}" for m in TABLE_METRICS)
+    return cells + "".join(
+        f"{values[m]:>9.2f}" if m in values else f"{'-':>9}" for m in ("fluency", "perplexity")
+    )
+
+
+def _score_header(width: int) -> str:
+    return f"{'':<{width}}" + "".join(f"{m:>18}" for m in TABLE_METRICS) + f"{'fluency':>9}{'ppl':>9}"
+
+
 def results_table(result: dict) -> str:
     """Before / immediate / final rows of one run, as text."""
-    metrics = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
-    head = f"{'':<10}" + "".join(f"{m:>18}" for m in metrics) + f"{'fluency':>9}{'ppl':>9}"
+    head = _score_header(10)
     lines = [head, "-" * len(head)]
     for row in ("before", "immediate", "final"):
-        values = result[row]
-        cells = "".join(f"{100 * values[m]:>17.1f}%" if m in values else f"{'-':>18}" for m in metrics)
-        extra = "".join(
-            f"{values[m]:>9.2f}" if m in values else f"{'-':>9}" for m in ("fluency", "perplexity")
-        )
-        lines.append(f"{row:<10}{cells}{extra}")
+        lines.append(f"{row:<10}{_score_cells(result[row])}")
     lines.append(
         f"{result['edits']} edits; {result['layers_touched_per_edit']:.2f} candidates touched per edit "
         f"({100 * result['touched_fraction']:.0f}%); {result['seconds_per_edit']:.3f} s per edit"
     )
+    return "\n".join(lines)
+
+
+def comparison_table(results: dict[str, dict]) -> str:
+    """Several runs of one stream: the pre-edit scores once, then each run's scores after the stream."""
+    width = max(len("before the stream"), *(len(name) for name in results)) + 2
+    head = _score_header(width) + f"{'touched':>9}{'s/edit':>8}"
+    lines = [head, "-" * len(head)]
+    first = next(iter(results.values()))
+    lines.append(f"{'before the stream':<{width}}{_score_cells(first['before'])}")
+    for name, result in results.items():
+        lines.append(
+            f"{name:<{width}}{_score_cells(result['final'])}"
+            f"{100 * result['touched_fraction']:>8.0f}%{result['seconds_per_edit']:>8.2f}"
+        )
     return "\n".join(lines)

@@ -29,29 +29,63 @@ def test_envs_describes_every_action_type():
     assert sorted(ACTION_SPACE_TEXT) == sorted(ACTION_TYPES)
 
 
-def test_demo_on_tiny_prints_table_and_json(tmp_path, capsys):
-    out_json = tmp_path / "demo.json"
+def test_demo_trains_rledit_and_compares_it_with_its_rule(tmp_path, capsys):
+    """The README's main job on the tiny env: train, evaluate both rows on one held-out stream."""
+    from edit_gym.result_file import load_result
+
+    argv = ["demo", "--env", "LifelongEdit-Tiny-v0", "--sequences", "2", "--edits-per-sequence", "3"]
+    assert main([*argv, "--edits", "4", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "before the stream" in out and "efficacy" in out
+    assert "ridge, all (untrained)" in out and "rledit, all (2 seq)" in out
+    assert (
+        "2 sequences x 3 edits of facts-train" in out and "4 held-out sequential edits of facts-test" in out
+    )
+    baseline = load_result(tmp_path / "demo" / "baseline.json")
+    trained = load_result(tmp_path / "demo" / "rledit.json")
+    assert baseline["before"] == trained["before"]  # one stream, one starting model
+    assert baseline["config"]["editor"] == "ridge" and trained["config"]["editor"].startswith("rledit:")
+    assert baseline["config"]["dataset"] == trained["config"]["dataset"] == "facts-test"
+    assert baseline["before"]["specificity"] == 1.0 and 0.0 <= trained["final"]["efficacy"] <= 1.0
+    assert {"fluency", "perplexity", "new_vs_true", "retention_first_n"} <= set(trained["final"])
+    from agents.rledit import AGENT_FILE
+
+    assert json.loads((tmp_path / "demo" / "rledit" / AGENT_FILE).read_text())["sequences_trained"] == 2
+
+
+def test_demo_without_training_runs_the_baseline_row_only(tmp_path, capsys):
+    out_dir = tmp_path / "demo"
     assert (
         main(
             [
                 "demo",
                 "--env",
                 "LifelongEdit-Tiny-v0",
+                "--sequences",
+                "0",
                 "--edits",
                 "3",
                 "--agent",
-                "all",
-                "--json",
-                str(out_json),
+                "fixed",
+                "--out",
+                str(out_dir),
             ]
         )
         == 0
     )
     out = capsys.readouterr().out
-    assert "before" in out and "final" in out and "efficacy" in out
-    result = json.loads(out_json.read_text())
-    assert result["before"]["specificity"] == 1.0 and 0.0 <= result["final"]["efficacy"] <= 1.0
-    assert {"fluency", "perplexity", "new_vs_true", "retention_first_n"} <= set(result["final"])
+    assert "ridge, fixed (untrained)" in out and "rledit" not in out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["baseline.json"]
+
+
+def test_demo_refuses_training_on_its_evaluation_data(tmp_path):
+    from agents.demo import split_datasets
+
+    assert split_datasets("facts", None) == ("facts-train", "facts-test")
+    with pytest.raises(ValueError, match="is the evaluation data"):
+        split_datasets("facts", "facts-test")
+    with pytest.raises(ValueError, match="no built-in training split; give --train-dataset"):
+        split_datasets("data/my_edits.json", None)
 
 
 def test_eval_writes_config_protocol_and_curve(tmp_path, capsys):
@@ -171,11 +205,12 @@ def test_bench_prints_and_writes_every_section(tmp_path, capsys):
     assert "unknown env id" in capsys.readouterr().err
 
 
-def test_demo_takes_an_agent_class(capsys):
+def test_demo_takes_an_agent_class(tmp_path, capsys):
     assert (
         main(
-            ["demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "2", "--agent", "agents:AllCandidatesAgent"]
+            ["demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "2", "--sequences", "0"]
+            + ["--agent", "agents:AllCandidatesAgent", "--out", str(tmp_path)]
         )
         == 0
     )
-    assert "agent=agents:AllCandidatesAgent" in capsys.readouterr().out
+    assert "ridge, agents:AllCandidatesAgent (untrained)" in capsys.readouterr().out
