@@ -214,3 +214,18 @@ def test_demo_takes_an_agent_class(tmp_path, capsys):
         == 0
     )
     assert "ridge, agents:AllCandidatesAgent (untrained)" in capsys.readouterr().out
+
+
+def test_demo_trains_and_compares_on_the_models_swept_band(tmp_path, monkeypatch):
+    """Both rows of the demo edit the band the net trains on (MODEL_BANDS), not every candidate."""
+    from agents import rledit
+    from agents.demo import run_demo
+
+    monkeypatch.setitem(rledit.MODEL_BANDS, "tiny", "2:4")
+    run = run_demo(
+        "LifelongEdit-Tiny-v0", sequences=1, edits_per_sequence=2, edits=2, out=tmp_path, progress_bar=False
+    )
+    every = ["model.layers.%d.mlp.down_proj" % i for i in range(6)]
+    assert run.candidates == every[2:4]
+    assert [r["candidate_names"] for r in run.rows.values()] == [every[2:4], every[2:4]]
+    assert [r["touched_fraction"] for r in run.rows.values()] == [1.0, 1.0]
