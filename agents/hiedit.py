@@ -134,7 +134,8 @@ class HiEditAgent:
         checkpoint_every: int = 0,
     ) -> HiEditAgent:
         """Train the selector. ``callback(global_step, policy, writer)`` runs after every PPO update
-        (``ppo``: with the custom PPO's writer; ``sb3`` / ``maskable``: with writer None),
+        (``ppo``: with the custom PPO's writer; ``sb3`` / ``maskable``: with writer None) or, for
+        ``straight-through``, after every optimizer step (one per env step, with its writer),
         e.g. a held-out evaluation (``benchmarks/hiedit_learning_curve.py``).
 
         ``checkpoint_every`` > 0 saves this agent to ``checkpoint_dir`` each time training passes
@@ -142,10 +143,6 @@ class HiEditAgent:
         ``sb3`` / ``maskable`` / ``straight-through``: at that step).
         Saves are atomic, so an interrupted run (Ctrl-C) keeps its last whole checkpoint.
         """
-        if callback is not None and self.trainer == "straight-through":
-            raise ValueError(
-                "learn(callback=...) is supported by the ppo, sb3 and maskable trainers, not straight-through"
-            )
         checkpoint = PeriodicSave(self.save, checkpoint_dir, checkpoint_every)
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
@@ -158,8 +155,15 @@ class HiEditAgent:
 
             self.model.learn(total_timesteps, callback=after_update)
         elif self.trainer == "straight-through":
-            self.model.learn(
-                total_timesteps, tb_log_dir=tb_log_dir, progress_bar=progress_bar, after_step=checkpoint
+            selector = self.model
+
+            def after_step(steps: int, writer) -> None:
+                checkpoint(steps)
+                if callback is not None:
+                    callback(steps, selector.policy, writer)
+
+            selector.learn(
+                total_timesteps, tb_log_dir=tb_log_dir, progress_bar=progress_bar, after_step=after_step
             )
         else:
             from agents.callbacks import EditMetricsCallback, StepCallback
@@ -342,9 +346,10 @@ class StraightThroughSelector:
         total_timesteps: int,
         tb_log_dir: str | None = None,
         progress_bar: bool = False,
-        after_step: Callable[[int], None] | None = None,
+        after_step: Callable[[int, Any], None] | None = None,
     ) -> StraightThroughSelector:
-        """``after_step(steps_done)`` runs after every optimizer step (e.g. a periodic checkpoint)."""
+        """``after_step(steps_done, writer)`` runs after every optimizer step (e.g. a periodic
+        checkpoint, a held-out evaluation); ``writer`` is the TensorBoard writer or None."""
         writer = None
         if tb_log_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -369,7 +374,7 @@ class StraightThroughSelector:
             else:
                 obs = info["obs"]
             if after_step is not None:
-                after_step(step + 1)
+                after_step(step + 1, writer)
         if writer is not None:
             writer.close()
         return self

@@ -1,9 +1,12 @@
 """HiEdit learning curve: the selector's held-out return over training, next to random-K and all.
 
 Trains the HiEdit selector on the training split, on the env's ``reward="advantage"``
-(r(mask) - r(all candidates) - w_sparse * touched / L), with the custom PPO (``--trainer ppo``: a
-free mask, any number of candidates) or with sb3-contrib's MaskablePPO under a layer budget
-(``--trainer maskable --budget K``: at most K candidates per edit). Every ``--eval-every`` env steps
+(r(mask) - r(all candidates) - w_sparse * touched / L), with any of the four trainers: the custom
+PPO (``--trainer ppo``) or SB3's PPO (``--trainer sb3``) on a free mask (any number of candidates),
+sb3-contrib's MaskablePPO under a layer budget (``--trainer maskable --budget K``: at most K
+candidates per edit), or the paper's straight-through top-K scores (``--trainer straight-through
+--budget K``: exactly K; it learns from the post-edit loss, not the reward, so its curve shows what
+that objective does to the reward). Every ``--eval-every`` env steps
 it plays the *held-out* streams (test split, fixed seeds) with the deterministic selector, a
 random-K selector, a fixed block of K candidates (K = the budget, or as many candidates per edit as
 the learned selector touched) and all candidates (advantage 0, so its return is the sparsity cost
@@ -32,11 +35,12 @@ import torch
 
 import edit_gym  # noqa: F401  registers the ids
 from agents import AllCandidatesAgent, FixedBlockAgent, RandomKAgent
-from agents.hiedit import HiEditAgent, make_training_env
+from agents.hiedit import TRAINERS, HiEditAgent, make_training_env
 from edit_gym.cache import atomic_write_bytes, atomic_write_text
 from edit_gym.stats import interval
 
 SELECTORS = ("learned", "random_k", "fixed_k", "all")
+BUDGETED = ("maskable", "straight-through")  # trainers that take --budget
 LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "all": "all"}
 
 
@@ -188,8 +192,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=256)
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101, 102])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trainer", choices=("ppo", "maskable"), default="ppo", help="selector trainer")
-    parser.add_argument("--budget", type=int, help="maskable: at most K candidates per edit (default: half)")
+    parser.add_argument("--trainer", choices=TRAINERS, default="ppo", help="selector trainer")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help="maskable: at most K candidates per edit; straight-through: exactly K (default: half)",
+    )
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="ppo trainer's learning rate")
     parser.add_argument("--w-sparse", type=float, default=0.1, help="the env's sparsity weight (default 0.1)")
     parser.add_argument("--tensorboard", help="TensorBoard folder (training and eval curves)")
@@ -203,21 +211,25 @@ def main() -> None:
     if args.render_only:
         data = json.loads(out.with_suffix(".json").read_text())
     else:
-        if args.budget is not None and args.trainer != "maskable":
-            parser.error("--budget goes with --trainer maskable")
-        common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": args.budget}
+        if args.budget is not None and args.trainer not in BUDGETED:
+            parser.error("--budget goes with --trainer maskable or straight-through")
+        env_budget = args.budget if args.trainer == "maskable" else None  # the env enforces it
+        common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": env_budget}
         train_env = make_training_env(
             args.env, args.low_level, args.trainer, dataset=args.train_data, **common
         )
         test_env = make_training_env(args.env, args.low_level, args.trainer, dataset=args.test_data, **common)
-        args.budget = test_env.unwrapped.cfg.budget  # maskable without --budget: the default half
         extra = {"learning_rate": args.learning_rate} if args.trainer == "ppo" else {}
+        if args.trainer == "straight-through":
+            extra["budget"] = args.budget  # the selector's own top-K
         agent = HiEditAgent(train_env, args.trainer, seed=args.seed, **extra)
+        # K of the random and fixed baselines: the budget (maskable's default half included), else matched
+        args.budget = getattr(agent.model, "budget", None) or test_env.unwrapped.cfg.budget
         held_out = HiEditAgent(test_env, args.trainer, model=agent.model)  # same policy, test env's masks
         points: list[dict] = []
         baselines: dict = {}  # the baselines' held-out episodes, played once per K
         eval_writer = None
-        if args.tensorboard and args.trainer != "ppo":  # the custom PPO's own writer carries eval/* otherwise
+        if args.tensorboard and args.trainer in ("sb3", "maskable"):  # the others pass their own writer
             from torch.utils.tensorboard import SummaryWriter
 
             eval_writer = SummaryWriter(str(Path(args.tensorboard) / "eval"))

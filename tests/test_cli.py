@@ -225,7 +225,7 @@ def test_demo_trains_and_compares_on_the_models_swept_band(tmp_path, monkeypatch
     run = run_demo(
         "LifelongEdit-Tiny-v0", sequences=1, edits_per_sequence=2, edits=2, out=tmp_path, progress_bar=False
     )
-    every = ["model.layers.%d.mlp.down_proj" % i for i in range(6)]
+    every = [f"model.layers.{i}.mlp.down_proj" for i in range(6)]
     assert run.candidates == every[2:4]
     assert [r["candidate_names"] for r in run.rows.values()] == [every[2:4], every[2:4]]
     assert [r["touched_fraction"] for r in run.rows.values()] == [1.0, 1.0]

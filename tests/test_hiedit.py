@@ -115,8 +115,9 @@ def test_learn_callback_sees_every_update():
         make_training_env("LifelongEdit-Tiny-v0", "ridge", "straight-through", num_edits=4),
         "straight-through",
     )
-    with pytest.raises(ValueError, match="not straight-through"):
-        st.learn(8, callback=lambda *a: None)
+    steps = []
+    st.learn(3, callback=lambda step, policy, writer: steps.append((step, policy is st.model.policy)))
+    assert steps == [(1, True), (2, True), (3, True)]  # one optimizer step per env step
 
 
 def _policy_state(agent: HiEditAgent) -> dict[str, torch.Tensor]:
