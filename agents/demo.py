@@ -1,11 +1,12 @@
 """The README's main job: a short train-and-evaluate on one env, printed as one results table.
 
-``edit-gym demo`` trains the RLEdit hypernetwork for a few edit sequences on the env's training
-requests, then runs, on one held-out stream (same requests, same order, same starting weights):
+``edit-gym demo`` runs two editors on one held-out stream (same requests, same order, same
+starting weights):
 
 1. the untrained rule the net learns from (the env's ``editor``, ridge by default) under a
    baseline policy (``all`` candidates by default), on the same candidates as the net;
-2. the trained net (``editor="rledit:OUT/rledit"``), acting with every candidate.
+2. the RLEdit hypernetwork after a few training sequences on the env's training requests
+   (``editor="rledit:OUT/rledit"``), acting with every candidate.
 
 Both are scored before the stream and after it, and each row's full result is saved as a result
 file (``edit-gym plot OUT/rledit.json``). Nothing here is tuned for the demo: the net trains with
@@ -111,29 +112,30 @@ def run_demo(
         print(f"wrote {save_result(result, run.out / file)}")
         return result
 
-    checkpoint = run.out / "rledit"
-    if sequences:
-        if run.candidates is not None:
-            print(f"training on {len(run.candidates)} of {len(names)} candidates (the swept band of {model})")
-        env = make(edits_per_sequence, run.train_dataset)
-        started = time.perf_counter()
-        trained = RLEditAgent(env, default_config(model, seed=seed))
-        trained.learn(sequences, progress_bar=progress_bar)
-        run.train_seconds = time.perf_counter() - started
-        run.sequences = trained.sequences_trained
-        trained.save(checkpoint)
-        env.close()
-        print(
-            f"wrote {checkpoint} ({sequences} sequences of {edits_per_sequence} edits, {run.train_seconds:.0f} s)"
-        )
+    # the training env first and the rule's row next: bad data or a too-long stream fails before training
+    train_env = make(edits_per_sequence, run.train_dataset) if sequences else None
     baseline = evaluate(f"{rule}, {agent} (untrained)", agent, "baseline.json", None)
-    if sequences:
-        # the same stream and starting weights: the pre-edit scores carry over
-        evaluate(
-            f"rledit, all ({run.sequences} seq)",
-            "all",
-            "rledit.json",
-            baseline["before"],
-            editor=f"rledit:{checkpoint}",
-        )
+    if train_env is None:
+        return run
+    checkpoint = run.out / "rledit"
+    if run.candidates is not None:
+        print(f"training on {len(run.candidates)} of {len(names)} candidates (the swept band of {model})")
+    started = time.perf_counter()
+    trained = RLEditAgent(train_env, default_config(model, seed=seed))
+    trained.learn(sequences, progress_bar=progress_bar)
+    run.train_seconds = time.perf_counter() - started
+    run.sequences = trained.sequences_trained
+    trained.save(checkpoint)
+    train_env.close()
+    print(
+        f"wrote {checkpoint} ({sequences} sequences of {edits_per_sequence} edits, {run.train_seconds:.0f} s)"
+    )
+    # the same stream and starting weights: the pre-edit scores carry over
+    evaluate(
+        f"rledit, all ({run.sequences} seq)",
+        "all",
+        "rledit.json",
+        baseline["before"],
+        editor=f"rledit:{checkpoint}",
+    )
     return run
