@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# evaluation data -> training data with no request in common (built-in facts split by subject)
-TRAINING_SPLIT = {"facts": "facts-train", "facts-test": "facts-train"}
-EVAL_SPLIT = {"facts": "facts-test"}
+from edit_gym.data.builtin import HELD_OUT_SPLIT
+
+# evaluation data -> training data with no request in common; all built-in facts -> their held-out part
+TRAINING_SPLIT = {held_out: train for train, held_out in HELD_OUT_SPLIT.items()}
+EVAL_SPLIT = {"facts": HELD_OUT_SPLIT["facts-train"]}
 
 
 @dataclass

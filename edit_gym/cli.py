@@ -458,7 +458,9 @@ def _evaluate_trained(args: argparse.Namespace) -> int:
         return 0
     from pathlib import Path
 
-    dataset = args.eval_dataset or {"facts-train": "facts-test"}.get(args.dataset, args.dataset)
+    from edit_gym.data.builtin import HELD_OUT_SPLIT
+
+    dataset = args.eval_dataset or HELD_OUT_SPLIT.get(args.dataset, args.dataset)
     argv = ["eval", "--agent", args.agent, "--checkpoint", args.out, "--env", args.env]
     argv += ["--edits", str(args.eval_edits), "--seed", str(EVAL_SEED), "--no-extended"]
     argv += [

@@ -21,6 +21,8 @@ from edit_gym.data.request import EditRequest, Probe
 
 BUILTIN_DATASETS = ("facts", "facts-train", "facts-test")
 TEST_FRACTION = 0.3  # of subjects, for the facts-train / facts-test split
+# the by-subject split of the built-in facts: training split -> its held-out split
+HELD_OUT_SPLIT = {"facts-train": "facts-test"}
 NEIGHBOURS_PER_REQUEST = 3
 _SEED = 20260
 
