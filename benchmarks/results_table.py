@@ -150,11 +150,12 @@ def seed_summary(runs: list[dict]) -> list[str]:
         "Mean ± 95% Student-t interval over the seeds of each setting that has two or more (each seed is "
         "its own stream order; `edit_gym.stats.interval`). s/edit: wall-clock, see above. A run that "
         "faulted (an update rolled back by the env's `max_loss` guard, which ends the episode) counts "
-        "with its final scores over the edits it applied; *faults* names the seed and its edit count.",
+        "with its final scores over the edits it applied; *faults* names the seed and its edit count; "
+        "*touched* is the mean fraction of candidates an edit writes to.",
         "",
         "| model | data | edits | rule | agent | seeds | eff | gen | spec | new>true | ret@10 | ppl (median) "
-        "| s/edit | faults |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| touched | s/edit | faults |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, data, edits, editor, agent), group in multi.items():
         cells = []
@@ -166,6 +167,7 @@ def seed_summary(runs: list[dict]) -> list[str]:
             else:
                 cells.append(f"{values[0]:.1f} (1 seed)" if values else "-")
         ppl = float(np.nanmedian([r["final"].get("perplexity", float("nan")) for r in group]))
+        touched_mean, touched_half = interval([100 * r["touched_fraction"] for r in group])
         sec_mean, sec_half = interval([r["seconds_per_edit"] for r in group])
         ordered = sorted(group, key=lambda r: r["seed"])
         seeds = ",".join(str(r["seed"]) for r in ordered)
@@ -173,7 +175,7 @@ def seed_summary(runs: list[dict]) -> list[str]:
         lines.append(
             f"| {model} | {data} | {edits} | {editor} | {agent} | {seeds} | "
             + " | ".join(cells)
-            + f" | {ppl:.1f} | {sec_mean:.2f} ± {sec_half:.2f} | {faults} |"
+            + f" | {ppl:.1f} | {touched_mean:.0f}% ± {touched_half:.0f} | {sec_mean:.2f} ± {sec_half:.2f} | {faults} |"
         )
     return lines
 

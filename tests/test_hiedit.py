@@ -213,3 +213,38 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
     ]:
         refused = subprocess.run([*table, *bad, *files], capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-500:]
+
+
+def test_results_table_seed_summary_reports_the_fraction_touched():
+    """The "Over seeds" rows carry the mean fraction of candidates touched, with its interval, so a
+    selector's sparsity is read beside its scores (issue 5 reports both)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
+    spec = importlib.util.spec_from_file_location("results_table_under_test", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+
+    def run(seed: int, touched: float, efficacy: float) -> dict:
+        config = {"model": "tiny", "num_edits": 5, "editor": "ridge"}
+        final = {"efficacy": efficacy, "perplexity": 10.0}
+        return {
+            "config": config,
+            "data": "facts-test",
+            "agent": "random:2",
+            "seed": seed,
+            "final": final,
+            "touched_fraction": touched,
+            "seconds_per_edit": 1.0,
+            "fault": "",
+            "edits": 5,
+        }
+
+    rows = table.seed_summary([run(0, 0.4, 0.5), run(1, 0.6, 0.7)])
+    header = next(line for line in rows if line.startswith("| model"))
+    row = next(line for line in rows if line.startswith("| tiny"))
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
+    assert cells["touched"].strip() == "50% ± 127"  # 40 and 60: sem 10, t(1 dof) 12.706
+    assert cells["eff"].strip() == "60.0 ± 127.1"
+    assert cells["seeds"] == "0,1"
