@@ -340,3 +340,26 @@ def test_swept_model_defaults_sit_between_the_paper_and_explicit_settings():
     assert default_config("smollm2-135m", c_loc=1.5).c_loc == 1.5
     assert default_config("smollm2-135m", c_loc=1.5).window == swept["window"]
     assert default_config("tiny") == RLEditConfig() == default_config(None)
+
+
+def test_optimized_edit_reference_optimizes_and_restores_the_weights():
+    """The FT-L reference of the latency benchmark really fine-tunes (its answer loss falls), costs
+    more than one forward+backward per Adam step, and leaves the model's weights as it found them."""
+    import torch
+
+    from edit_gym.bench import optimized_edit_latency
+    from edit_gym.env import LifelongEditEnv
+
+    env = LifelongEditEnv(model="tiny", dataset="facts", known_only=False, num_edits=2)
+    env.reset(seed=0)
+    loaded = [c.param.detach().clone() for c in env.candidates]
+    r = optimized_edit_latency("tiny", "facts", iterations=4, lr=1e-2, steps=2)
+    assert r["loss_after"] < r["loss_before"]
+    assert r["edit_over_fwd_bwd"] == pytest.approx(r["update_s"] / r["fwd_bwd_s"])
+    assert r["edit_over_fwd_bwd"] > 1.0  # four fwd+bwd with parameter gradients and Adam
+    env.reset(seed=0)  # from the pristine weights the envs of this process share
+    for c, w in zip(env.candidates, loaded, strict=True):
+        assert not c.param.requires_grad and c.param.grad is None
+        assert torch.equal(c.param, w)
+    with pytest.raises(ValueError, match="iterations >= 1"):
+        optimized_edit_latency("tiny", "facts", iterations=0)
