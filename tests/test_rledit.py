@@ -363,3 +363,28 @@ def test_optimized_edit_reference_optimizes_and_restores_the_weights():
         assert torch.equal(c.param, w)
     with pytest.raises(ValueError, match="iterations >= 1"):
         optimized_edit_latency("tiny", "facts", iterations=0)
+
+
+def test_edit_latency_script_writes_its_table(tmp_path):
+    """`benchmarks/edit_latency.py --markdown` writes every measured row, the FT-L reference
+    included, with the command that produced it; a negative iteration count is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "edit_latency.py"
+    page = tmp_path / "latency.md"
+    args = [sys.executable, str(script), "--model", "tiny", "--editors", "ridge", "--steps", "2"]
+    run = subprocess.run(
+        [*args, "--optimized-iterations", "3", "--markdown", str(page)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in page.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| editor",
+        "| ridge",
+        "| ft-l (3 Adam steps, lr 0.0005)",
+    ]
+    assert "--optimized-iterations 3" in page.read_text()
+    refused = subprocess.run([*args, "--optimized-iterations", "-1"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--optimized-iterations >= 0" in refused.stderr
