@@ -34,7 +34,7 @@ from filelock import FileLock
 
 from agents import BASELINES, FixedBlockAgent, RandomKAgent
 from agents.hiedit import HiEditAgent
-from edit_gym.cache import atomic_write_text
+from edit_gym.cache import atomic_write_text, folder_sha256
 from edit_gym.config import EnvConfig
 from edit_gym.editing.rules import learned_checkpoint
 from edit_gym.env import LifelongEditEnv
@@ -122,7 +122,8 @@ def write_markdown(runs: list[dict], path: Path, command: str) -> None:
         growth = cost_growth(run)
         edits = f"{run['edits']} of {cfg['num_edits']}" if run["edits"] != cfg["num_edits"] else run["edits"]
         lines.append(
-            f"| {cfg['model']} | {run['data']} | {edits} | {cfg['editor']} | {run['agent']} | {run['seed']} | "
+            f"| {cfg['model']} | {run['data']} | {edits} | {_with_digest(cfg['editor'], run, 'rule')} | "
+            f"{_with_digest(run['agent'], run, 'agent')} | {run['seed']} | "
             + " | ".join(f"{100 * fin[m]:.1f}" if m in fin else "-" for m in METRICS)
             + f" | {100 * run['immediate']['efficacy']:.1f} | {fin.get('fluency', float('nan')):.2f} | "
             f"{fin.get('perplexity', float('nan')):.2f} | {100 * run['touched_fraction']:.0f}% | "
@@ -138,7 +139,8 @@ def seed_summary(runs: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         cfg = run["config"]
-        key = (cfg["model"], run["data"], cfg["num_edits"], cfg["editor"], run["agent"])
+        editor, agent = _with_digest(cfg["editor"], run, "rule"), _with_digest(run["agent"], run, "agent")
+        key = (cfg["model"], run["data"], cfg["num_edits"], editor, agent)
         groups.setdefault(key, []).append(run)
     multi = {k: v for k, v in sorted(groups.items()) if len({r["seed"] for r in v}) >= 2}
     if not multi:
@@ -151,7 +153,9 @@ def seed_summary(runs: list[dict]) -> list[str]:
         "its own stream order; `edit_gym.stats.interval`). s/edit: wall-clock, see above. A run that "
         "faulted (an update rolled back by the env's `max_loss` guard, which ends the episode) counts "
         "with its final scores over the edits it applied; *faults* names the seed and its edit count; "
-        "*touched* is the mean fraction of candidates an edit writes to.",
+        "*touched* is the mean fraction of candidates an edit writes to. A checkpoint's name is followed "
+        "by the start of its folder's SHA-256 where the runs recorded it: runs over different weights "
+        "saved under one name are never pooled.",
         "",
         "| model | data | edits | rule | agent | seeds | eff | gen | spec | new>true | ret@10 | ppl (median) "
         "| touched | s/edit | faults |",
@@ -178,6 +182,26 @@ def seed_summary(runs: list[dict]) -> list[str]:
             + f" | {ppl:.1f} | {touched_mean:.0f}% ± {touched_half:.0f} | {sec_mean:.2f} ± {sec_half:.2f} | {faults} |"
         )
     return lines
+
+
+def _with_digest(name: str, run: dict, role: str) -> str:
+    """``name`` followed by ``@`` and the recorded digest of its checkpoint, if the run has one."""
+    digest = run.get("checkpoint_sha256", {}).get(role)
+    return f"{name} @{digest[:8]}" if digest else name
+
+
+def checkpoint_digests(rule: str, agent: str) -> dict[str, str]:
+    """SHA-256 (first 16 hex digits) of the checkpoint folders behind a run: the learned rule's and
+    the HiEdit selector's. Results name checkpoints by folder, and folders get retrained or lost;
+    the digest says which weights a row really came from."""
+    digests = {}
+    folder = learned_checkpoint(rule)
+    if folder is not None:
+        digests["rule"] = folder_sha256(Path(folder))[:16]
+    name, arg = parse_agent(agent)
+    if name == "hiedit":
+        digests["agent"] = folder_sha256(Path(arg))[:16]
+    return digests
 
 
 STREAM_KEYS = (
@@ -363,6 +387,7 @@ def main() -> None:
                         agent = make_agent(agent_name, env, args.seed)
                     except ValueError as err:  # e.g. a fixed block that does not fit this model
                         parser.error(f"{agent_name}: {err}")
+                    digests = checkpoint_digests(rule, agent_name)  # the weights this run reads
                     start = time.perf_counter()
                     result = run_episode(env, agent, args.seed, before=before)
                     before = result["before"]
@@ -370,6 +395,7 @@ def main() -> None:
                         agent=agent_name, data=_dataset_name(source), wall_seconds=time.perf_counter() - start
                     )
                     result["command"] = command
+                    result["checkpoint_sha256"] = digests
                     save_run(json_path, Path(args.markdown), result)
                     fin = result["final"]
                     print(

@@ -35,6 +35,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_sha256(folder: Path) -> str:
+    """One SHA-256 over every file in ``folder`` (relative paths and contents, sorted).
+
+    Identifies the weights behind a result: two checkpoints saved under the same folder name by
+    different trainings get different digests, so results from them are never pooled as one setting.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no files to digest")
+    listing = {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+
+
 def _manifest(files: dict[str, str]) -> str:
     return json.dumps({"format": MANIFEST_FORMAT, "version": CACHE_VERSION, "sha256": files}, indent=1)
 

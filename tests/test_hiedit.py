@@ -178,6 +178,7 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
     import sys
     from pathlib import Path
 
+    from edit_gym.cache import folder_sha256
     from edit_gym.cli import main
 
     root = Path(__file__).resolve().parents[1]
@@ -203,6 +204,8 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
         assert runs[name]["config"]["budget"] is None
         assert [step["layers_touched"] for step in runs[name]["curve"]] == [3] * 5
     assert [step["layers_touched"] for step in runs["fixed:2@4"]["curve"]] == [2] * 5
+    assert hiedit["checkpoint_sha256"] == {"agent": folder_sha256(out)[:16]}  # the weights it read
+    assert runs["random:3"]["checkpoint_sha256"] == {}
     for bad, message in [
         (["--agents", "random:x"], "random:K, fixed:K and fixed:K@START"),
         (["--agents", "random:3@1"], "random:K, fixed:K and fixed:K@START"),
@@ -215,9 +218,7 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-500:]
 
 
-def test_results_table_seed_summary_reports_the_fraction_touched():
-    """The "Over seeds" rows carry the mean fraction of candidates touched, with its interval, so a
-    selector's sparsity is read beside its scores (issue 5 reports both)."""
+def _results_table_module():
     import importlib.util
     from pathlib import Path
 
@@ -225,26 +226,47 @@ def test_results_table_seed_summary_reports_the_fraction_touched():
     spec = importlib.util.spec_from_file_location("results_table_under_test", path)
     table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(table)
+    return table
 
-    def run(seed: int, touched: float, efficacy: float) -> dict:
-        config = {"model": "tiny", "num_edits": 5, "editor": "ridge"}
-        final = {"efficacy": efficacy, "perplexity": 10.0}
-        return {
-            "config": config,
-            "data": "facts-test",
-            "agent": "random:2",
-            "seed": seed,
-            "final": final,
-            "touched_fraction": touched,
-            "seconds_per_edit": 1.0,
-            "fault": "",
-            "edits": 5,
-        }
 
-    rows = table.seed_summary([run(0, 0.4, 0.5), run(1, 0.6, 0.7)])
+def _summary_run(seed: int, touched: float, efficacy: float, digests: dict | None = None) -> dict:
+    config = {"model": "tiny", "num_edits": 5, "editor": "rledit:runs/x"}
+    final = {"efficacy": efficacy, "perplexity": 10.0}
+    run = {
+        "config": config,
+        "data": "facts-test",
+        "agent": "random:2",
+        "seed": seed,
+        "final": final,
+        "touched_fraction": touched,
+        "seconds_per_edit": 1.0,
+        "fault": "",
+        "edits": 5,
+    }
+    if digests is not None:
+        run["checkpoint_sha256"] = digests
+    return run
+
+
+def test_results_table_seed_summary_reports_the_fraction_touched():
+    """The "Over seeds" rows carry the mean fraction of candidates touched, with its interval, so a
+    selector's sparsity is read beside its scores (issue 5 reports both)."""
+    table = _results_table_module()
+    rows = table.seed_summary([_summary_run(0, 0.4, 0.5), _summary_run(1, 0.6, 0.7)])
     header = next(line for line in rows if line.startswith("| model"))
     row = next(line for line in rows if line.startswith("| tiny"))
     cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
     assert cells["touched"].strip() == "50% ± 127"  # 40 and 60: sem 10, t(1 dof) 12.706
     assert cells["eff"].strip() == "60.0 ± 127.1"
     assert cells["seeds"] == "0,1"
+
+
+def test_results_table_never_pools_seeds_over_different_weights_under_one_name():
+    """Two trainings saved to the same folder name are different settings: seeds pool only when the
+    recorded checkpoint digests agree, and the digest is shown after the name."""
+    table = _results_table_module()
+    a, b = {"rule": "aaaaaaaa11111111"}, {"rule": "bbbbbbbb22222222"}
+    runs = [_summary_run(0, 0.5, 0.5, a), _summary_run(1, 0.5, 0.6, b), _summary_run(2, 0.5, 0.7, a)]
+    rows = [line for line in table.seed_summary(runs) if line.startswith("| tiny")]
+    assert len(rows) == 1 and "rledit:runs/x @aaaaaaaa" in rows[0] and "| 0,2 |" in rows[0]
+    assert table.seed_summary(runs[:2]) == []  # one seed per digest: nothing to pool
