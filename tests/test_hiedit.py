@@ -270,3 +270,30 @@ def test_results_table_never_pools_seeds_over_different_weights_under_one_name()
     rows = [line for line in table.seed_summary(runs) if line.startswith("| tiny")]
     assert len(rows) == 1 and "rledit:runs/x @aaaaaaaa" in rows[0] and "| 0,2 |" in rows[0]
     assert table.seed_summary(runs[:2]) == []  # one seed per digest: nothing to pool
+
+
+def test_results_table_pairs_each_agent_with_all_candidates_on_the_same_seed():
+    """The "Paired against all candidates" rows are per-seed differences from the `all` run of the
+    same rule (issue 5's claim is relative to RLEdit = all candidates): a hand computation on two
+    seeds, and a seed without its `all` run is left out of the pairing."""
+    table = _results_table_module()
+
+    def run(agent: str, seed: int, efficacy: float, touched: float = 1.0) -> dict:
+        r = _summary_run(seed, touched, efficacy)
+        r["agent"] = agent
+        r["final"].update(generalization=efficacy, specificity=0.5)
+        return r
+
+    runs = [run("all", 0, 0.2), run("all", 1, 0.4), run("fixed:2", 0, 0.3, 0.5), run("fixed:2", 1, 0.6, 0.5)]
+    runs.append(run("fixed:2", 2, 0.9, 0.5))  # no `all` on seed 2: not paired
+    rows = table.paired_summary(runs)
+    header = next(line for line in rows if line.startswith("| model"))
+    row = next(line for line in rows if line.startswith("| tiny"))
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
+    assert cells["seeds"] == "0,1"
+    assert cells["Δ eff"] == "+15.0 ± 63.5"  # differences 10 and 20: mean 15, sem 5, t(1) 12.706
+    assert cells["Δ spec"] == "+0.0 ± 0.0"
+    assert cells["touched"] == "50% ± 0%"
+    # mean of (eff, gen, spec): agent (0.3+0.3+0.5)/3, (0.6+0.6+0.5)/3 -> 0.4667; all -> 0.3667
+    assert cells["rel. avg"] == "+27%"
+    assert table.paired_summary(runs[:3]) == []  # one paired seed: no row
