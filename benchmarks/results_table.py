@@ -139,10 +139,7 @@ def seed_summary(runs: list[dict]) -> list[str]:
     """Markdown rows: every (model, data, edits, rule, agent) with 2+ seeds, mean ± 95% t-interval."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        cfg = run["config"]
-        editor, agent = _with_digest(cfg["editor"], run, "rule"), _with_digest(run["agent"], run, "agent")
-        key = (cfg["model"], run["data"], cfg["num_edits"], editor, agent)
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(_setting(run), []).append(run)
     multi = {k: v for k, v in sorted(groups.items()) if len({r["seed"] for r in v}) >= 2}
     if not multi:
         return []
@@ -167,8 +164,7 @@ def seed_summary(runs: list[dict]) -> list[str]:
         for metric in METRICS:
             values = [100 * r["final"][metric] for r in group if metric in r["final"]]
             if len(values) >= 2:
-                mean, half = interval(values)
-                cells.append(f"{mean:.1f} ± {half:.1f}")
+                cells.append(_mean_pm(values, "{:.1f}"))
             else:
                 cells.append(f"{values[0]:.1f} (1 seed)" if values else "-")
         ppl = float(np.nanmedian([r["final"].get("perplexity", float("nan")) for r in group]))
@@ -198,15 +194,8 @@ def paired_summary(runs: list[dict]) -> list[str]:
     specificity over the paired seeds, the form of HiEdit's published claim (about +8% over RLEdit)."""
     cells: dict[tuple, dict[str, dict]] = {}
     for run in runs:
-        cfg = run["config"]
-        key = (
-            cfg["model"],
-            run["data"],
-            cfg["num_edits"],
-            _with_digest(cfg["editor"], run, "rule"),
-            run["seed"],
-        )
-        cells.setdefault(key, {})[_with_digest(run["agent"], run, "agent")] = run
+        *stream_and_rule, agent = _setting(run)
+        cells.setdefault((*stream_and_rule, run["seed"]), {})[agent] = run
     groups: dict[tuple, list[tuple[dict, dict]]] = {}
     for (model, data, edits, editor, _seed), agents in cells.items():
         base = agents.get("all")
@@ -232,7 +221,9 @@ def paired_summary(runs: list[dict]) -> list[str]:
         row = []
         for metric in PAIRED:
             diffs = [
-                100 * (a["final"][metric] - b["final"][metric]) for a, b in pairs if metric in a["final"]
+                100 * (a["final"][metric] - b["final"][metric])
+                for a, b in pairs
+                if metric in a["final"] and metric in b["final"]
             ]
             row.append(_mean_pm(diffs, "{:+.1f}"))
         agent_avg = np.mean([_average(a, PAIRED[:3]) for a, _ in pairs])
@@ -264,6 +255,14 @@ def _mean_pm(values: list[float], fmt: str) -> str:
         return "-"
     mean, half = interval(values)
     return f"{fmt.format(mean)} ± {fmt.format(half).lstrip('+')}"
+
+
+def _setting(run: dict) -> tuple:
+    """What makes runs one setting across seeds: model, data, length, and the rule and agent with
+    the digests of their checkpoints (the same name over other weights is another setting)."""
+    cfg = run["config"]
+    editor, agent = _with_digest(cfg["editor"], run, "rule"), _with_digest(run["agent"], run, "agent")
+    return (cfg["model"], run["data"], cfg["num_edits"], editor, agent)
 
 
 def _with_digest(name: str, run: dict, role: str) -> str:
