@@ -70,3 +70,19 @@ def default_candidates(model_type: str, num_blocks: int, which: str = "mlp_out")
     else:
         raise ValueError(f"unknown candidate group {which!r}; expected 'mlp_out' or 'mlp_in'")
     return [f"{spec.blocks}.{i}.{name}" for i in range(num_blocks) for name in inner]
+
+
+def block_of(model_type: str, module_name: str) -> int | None:
+    """The index of the transformer block that holds ``module_name``, or None if it is not in one.
+
+    Read from the family's block path (``model.layers.7.mlp.down_proj`` -> 7); an unknown family
+    gives None (editors that need block order then ask for a known architecture).
+    """
+    spec = ARCHITECTURES.get(model_type)
+    if spec is None:
+        return None
+    prefix = spec.blocks + "."
+    if not module_name.startswith(prefix):
+        return None
+    head = module_name[len(prefix) :].split(".", 1)[0]
+    return int(head) if head.isdigit() else None

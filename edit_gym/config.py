@@ -38,7 +38,16 @@ class EnvConfig:
     coef_levels: int = 5
     """Coefficient levels of the ``multidiscrete`` action type."""
     editor: str = "ridge"
-    """Update rule producing the direction the action gates and scales."""
+    """What writes the edits. A named method (``rome``, ``memit``, ``alphaedit``, ``prune``, ``rect``,
+    ``ft-l``, ``ultraedit``: :mod:`edit_gym.editing.methods`), whose target is spread over the
+    selected candidates; or a one-step rule (``ridge``, ``gradient``, ``covariance``, optionally
+    ``+nullspace``, ``+topk``, ``+spectral``) or a trained hypernet (``rledit:DIR``), whose update
+    the action gates and scales."""
+    editor_params: dict | None = None
+    """Overrides of a named method's hyper-parameters (e.g. ``{"band": [2, 3], "v_lr": 0.1}``)."""
+    target: str | None = None
+    """A named method's target stage: ``optimized`` (ROME / MEMIT's v*) or ``gradient`` (one step,
+    the cheap mode); default: the method's own (its paper's)."""
     step_size: float | None = None
     """The rule's base step a (default: calibrated per backbone)."""
     log_lambda: float = 0.0

@@ -12,6 +12,7 @@ observation, action and reward tables.
 from __future__ import annotations
 
 import json
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,14 +27,17 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from edit_gym.actions import InvalidActionError, decode_action, make_action_space
-from edit_gym.architectures import default_candidates
+from edit_gym.architectures import architecture_for, block_of, default_candidates
 from edit_gym.backbones import Backbone, load_backbone
 from edit_gym.candidates import Candidate, resolve_candidates
 from edit_gym.config import EnvConfig, make_config
 from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
 from edit_gym.editing.capture import EditCapture, capture
 from edit_gym.editing.covariance import key_covariance
+from edit_gym.editing.methods import METHODS
+from edit_gym.editing.pipeline import EditContext, MethodEditor
 from edit_gym.editing.rules import Editor, RuleContext, learned_checkpoint
+from edit_gym.editing.spreading import shares
 from edit_gym.editing.scores import (
     Reference,
     answer_logprobs,
@@ -243,7 +247,14 @@ class LifelongEditEnv(gym.Env):
         self._embeddings: dict[int, np.ndarray] = {}
         self._ready = False
 
-    def _build_editor(self) -> Editor:
+    def _build_editor(self) -> Editor | MethodEditor:
+        if self.cfg.editor in METHODS:
+            return self._build_method()
+        if self.cfg.editor_params or self.cfg.target:
+            raise ValueError(
+                f"editor_params and target apply to the named methods ({', '.join(sorted(METHODS))}), "
+                f"not to the one-step rule {self.cfg.editor!r}"
+            )
         return Editor(
             self.cfg.editor,
             self._state.rule_context(),
@@ -252,6 +263,50 @@ class LifelongEditEnv(gym.Env):
             null_threshold=self.cfg.null_threshold,
             rect_keep=self.cfg.rect_keep,
         )
+
+    def _build_method(self) -> MethodEditor:
+        backbone = self._state.backbone
+        spec = architecture_for(backbone.model_type)
+        cands = self._state.candidates
+        blocks = [block_of(backbone.model_type, c.name) for c in cands]
+        bad = [c.name for c, b in zip(cands, blocks, strict=True) if b is None or not c.name.endswith(spec.mlp_out)]
+        if bad:
+            raise ValueError(
+                f"editor {self.cfg.editor!r} writes MLP output projections ({spec.blocks}.N.{spec.mlp_out}); "
+                f"these candidates are not: {', '.join(bad[:3])}"
+            )
+        overrides = dict(self.cfg.editor_params or {})
+        if self.cfg.target is not None:
+            overrides["target"] = self.cfg.target
+        ctx = EditContext(
+            model=self._state.model,
+            blocks=self._state.model.get_submodule(spec.blocks),
+            candidates=cands,
+            block_index=[int(b) for b in blocks],
+            encoder=self._state.encoder,
+            covariance=self._state.covariance,
+            pristine=self._state.pristine,
+            templates=self._templates,
+            backbone=backbone.name,
+            step_size=float(self.cfg.step_size or backbone.defaults["step_size"]),
+        )
+        return MethodEditor(self.cfg.editor, ctx, overrides)
+
+    def _templates(self, count: int, length: int) -> list[str]:
+        """MEMIT's context templates for this backbone (sampled once, on pristine weights)."""
+        from edit_gym.editing.prefixes import context_templates
+
+        key = (count, length)
+        cache = self.__dict__.setdefault("_template_cache", {})
+        if key not in cache:
+            with self._state.at_pristine():
+                cache[key] = context_templates(self._state.backbone, count, length)
+        return cache[key]
+
+    @property
+    def method(self) -> MethodEditor | None:
+        """The named method writing the edits (``editor="memit"``, ...), or None for a one-step rule."""
+        return self._rule if isinstance(self._rule, MethodEditor) else None
 
     # ------------------------------------------------------------------ data
     def _load_requests(self) -> list[EditRequest]:
@@ -443,35 +498,17 @@ class LifelongEditEnv(gym.Env):
         mask, coef = decode_action(
             action, self.cfg.action_type, self.num_candidates, self.cfg.coef_levels, self.cfg.budget
         )
-        scales = self._scales(mask, coef)
-        selected = np.flatnonzero(mask)
         cap = self._cap
-        updates = {}
-        with torch.no_grad():
-            for j in selected:
-                updates[j] = self._rule.update(j, cap.keys[j], cap.grads[j], self.candidates[j].weight())
-        fault = ""
-        all_metrics = None
-        if self.cfg.reward == "advantage":
-            all_metrics = self._all_candidates_outcome(coef, updates)
-        if any(not u.is_finite() for u in updates.values()):
-            fault = "non-finite update (not applied)"
+        if self.method is not None:
+            selected, scales, fault, all_metrics, metrics, extra = self._method_write(mask, coef)
         else:
-            self._state.backup(selected)
-            for j, update in updates.items():
-                update.apply_(self.candidates[j], float(scales[j]))
-                self._rule.restrain(j)
-        metrics = self._post_edit_metrics()
-        if not fault and not (
-            np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
-        ):
-            fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
-            self._state.roll_back(selected)
-            metrics = self._post_edit_metrics()
+            selected, scales, fault, all_metrics, metrics = self._rule_write(mask, coef)
+            extra = {}
         if fault:
             selected = np.array([], dtype=np.int64)
-        for j in selected:
-            self._rule.record(j, cap.keys[j])
+        if self.method is None:
+            for j in selected:
+                self._rule.record(j, cap.keys[j])
         self._record_edit(selected, mask, coef, metrics)
         touched = len(selected) / self.num_candidates
         terms = {
@@ -504,6 +541,7 @@ class LifelongEditEnv(gym.Env):
             "edited_candidates": [int(j) for j in selected],
             "coef_magnitude": float(np.abs(coef[selected]).mean()) if len(selected) else 0.0,
             "fault": fault,
+            **extra,
         }
         if terminated:
             final = self.evaluate("edited") if self.cfg.final_eval else {}
@@ -514,6 +552,91 @@ class LifelongEditEnv(gym.Env):
             self._cap = self._capture(self._t)
         self._last = {"reward": reward, "mask": mask, "coef": coef, "scales": scales, **info}
         return self._observation(), reward, terminated, False, info
+
+    def _rule_write(self, mask: np.ndarray, coef: np.ndarray):
+        """A one-step rule: each selected candidate's unit update, scaled by the action, added."""
+        scales = self._scales(mask, coef)
+        selected = np.flatnonzero(mask)
+        cap = self._cap
+        updates = {}
+        with torch.no_grad():
+            for j in selected:
+                updates[j] = self._rule.update(j, cap.keys[j], cap.grads[j], self.candidates[j].weight())
+        fault = ""
+        all_metrics = None
+        if self.cfg.reward == "advantage":
+            all_metrics = self._all_candidates_outcome(coef, updates)
+        if any(not u.is_finite() for u in updates.values()):
+            fault = "non-finite update (not applied)"
+        else:
+            self._state.backup(selected)
+            for j, update in updates.items():
+                update.apply_(self.candidates[j], float(scales[j]))
+                self._rule.restrain(j)
+        metrics = self._post_edit_metrics()
+        if not fault and not self._loss_ok(metrics):
+            fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss (rolled back)"
+            self._state.roll_back(selected)
+            metrics = self._post_edit_metrics()
+        return selected, scales, fault, all_metrics, metrics
+
+    def _loss_ok(self, metrics: dict) -> bool:
+        return bool(np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss)
+
+    def _weights_finite(self, indices) -> bool:
+        return all(bool(torch.isfinite(self.candidates[j].param).all()) for j in indices)
+
+    def _method_write(self, mask: np.ndarray, coef: np.ndarray):
+        """A named method: the step's target once, spread over the selected candidates in layer order.
+
+        With ``reward="advantage"`` the reference outcome (every candidate at or below the target
+        block, coefficient 0) is written with the same target, scored and rolled back first. Any
+        fault (a diverged target, non-finite weights, a loss above ``max_loss``) rolls the weights
+        and the method's state back; the reason is in ``info["fault"]``.
+        """
+        method = self.method
+        selected = np.array(method.order(np.flatnonzero(mask)), dtype=np.int64)
+        reqs = [self._requests[i] for i in self._batch_requests(self._t)]
+        fractions = shares([float(coef[j]) for j in selected], self.cfg.coef_range) if len(selected) else []
+        scales = np.zeros(self.num_candidates)
+        scales[selected] = fractions
+        start = time.perf_counter()
+        snapshot = method.snapshot()
+        plan = method.plan(reqs, selected)
+        extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0}
+        extra.update(plan.info, target_seconds=time.perf_counter() - start)
+        reference = list(range(self.num_candidates))
+        if plan.target is not None:
+            top = plan.target.layer
+            reference = [j for j in range(self.num_candidates) if method.ctx.block_index[j] <= top]
+        touched = sorted(set(selected.tolist()) | (set(reference) if self.cfg.reward == "advantage" else set()))
+        self._state.backup(touched)
+        all_metrics = None
+        fault = plan.fault
+        if self.cfg.reward == "advantage" and not fault:
+            with torch.no_grad():
+                method.apply(plan, reference, np.zeros(len(reference)), self.cfg.coef_range, self._cap)
+            ok = self._weights_finite(reference)
+            all_metrics = self._post_edit_metrics() if ok else {"edit_loss_after": float("inf"), "kl": 0.0}
+            if not self._loss_ok(all_metrics):
+                all_metrics = {**all_metrics, "edit_loss_after": float(self.cfg.max_loss)}
+            self._state.roll_back(reference)
+            method.restore(snapshot)
+        if not fault and len(selected):
+            with torch.no_grad():
+                written = method.apply(plan, selected, coef[selected], self.cfg.coef_range, self._cap)
+            fault = written.get("fault", "")
+            if not fault and not self._weights_finite(selected):
+                fault = "non-finite weights after the write"
+        metrics = self._post_edit_metrics() if not fault else None
+        if not fault and not self._loss_ok(metrics):
+            fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss"
+        if fault:
+            self._state.roll_back(selected)
+            method.restore(snapshot)
+            fault += " (rolled back)"
+            metrics = self._post_edit_metrics()
+        return selected, scales, fault, all_metrics, metrics, extra
 
     def _all_candidates_outcome(self, coef: np.ndarray, updates: dict) -> dict[str, float]:
         """Post-edit metrics had every candidate been edited (same request, rule and coefficients).

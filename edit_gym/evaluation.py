@@ -2,9 +2,19 @@
 
 * efficacy / generalization: teacher-forced token top-1 of ``target_new`` on the edit prompts /
   their paraphrases (per prompt: the fraction of answer tokens right; then the mean).
-* specificity: top-1 agreement with the pre-edit model on the neighbourhood prompts.
-* new_vs_true: fraction of requests where p(target_new | prompt) > p(target_true | prompt)
-  (CounterFact's probability success; requests without a true target are skipped).
+* specificity: top-1 agreement with the pre-edit model on the ``neighbourhood`` prompts. What it
+  measures depends on the data: for KnowEdit CounterFact the neighbourhood is the same subject
+  under other relations, so it is *relation specificity*; for ROME ``multi_counterfact`` and the
+  built-in facts it is other subjects under the same relation; for zsRE unrelated questions.
+* new_vs_true: fraction of requests where p(target_new | prompt) > p(target_true | prompt), with
+  summed answer-token log-probabilities (requests without a true target are skipped).
+* counterfact probability scores (MEMIT / AlphaEdit tables), with the mean per-token
+  log-probability of an answer (length-normalized, as MEMIT's ``compute_rewrite_quality_counterfact``
+  compares average NLLs), over requests with a true target:
+  ``efficacy_score``: fraction of requests with p(target_new | prompt) > p(target_true | prompt);
+  ``paraphrase_score``: the same over every paraphrase prompt;
+  ``neighbourhood_score``: fraction of ``neighbours`` probes (other subjects, same relation) with
+  p(own true object | probe) > p(target_new | probe).
 * retention: efficacy of every earlier edit measured after the whole stream (``final`` timing);
   ``retention_first_n``: the same for the first N edits of the stream.
 * fluency: weighted bi-/tri-gram entropy (ROME's 2/3, 4/3 weights) of greedy generations.
@@ -24,13 +34,33 @@ import numpy as np
 import torch
 
 from edit_gym.data.request import EditRequest
-from edit_gym.editing.scores import Reference, accuracy, drift, sequence_logprob
+from edit_gym.editing.scores import Reference, accuracy, batched, drift, pair_slices, sequence_logprob
 from edit_gym.tokens import PairEncoder
 
 PROTOCOL = {
     "scoring": "teacher-forced token top-1 (per prompt mean over answer tokens, then mean over prompts)",
-    "specificity": "top-1 agreement with the pre-edit model on neighbourhood prompts",
+    "specificity": (
+        "top-1 agreement with the pre-edit model on neighbourhood prompts; for KnowEdit CounterFact "
+        "(locality.Relation_Specificity) these ask the same subject under other relations: relation "
+        "specificity; for ROME multi_counterfact and the built-in facts other subjects under the same "
+        "relation; for zsRE unrelated questions"
+    ),
     "new_vs_true": "p(target_new) > p(target_true), summed answer-token log-probabilities",
+    "efficacy_score": (
+        "counterfact probability score (MEMIT/AlphaEdit tables): fraction of requests with "
+        "p(target_new | prompt) > p(target_true | prompt), mean per-token answer log-probabilities; "
+        "requests without a true target skipped"
+    ),
+    "paraphrase_score": (
+        "counterfact probability score (MEMIT/AlphaEdit tables): fraction of paraphrase prompts with "
+        "p(target_new) > p(target_true), mean per-token answer log-probabilities; requests without a "
+        "true target skipped"
+    ),
+    "neighbourhood_score": (
+        "counterfact probability score (MEMIT/AlphaEdit tables): fraction of neighbour prompts (other "
+        "subjects, same relation) with p(their true object) > p(target_new), mean per-token answer "
+        "log-probabilities; requests without a true target, and probes answered by target_new, skipped"
+    ),
     "fluency": "weighted 2-/3-gram entropy of 32-token greedy generations from the edit prompts",
     "perplexity": "of 32 x 48 tokens sampled from the pre-edit model (seed 5678)",
 }
@@ -44,7 +74,11 @@ def score_requests(
     references: list[list[Reference]],
     device,
 ) -> dict[str, float]:
-    """Efficacy, generalization, specificity and new-vs-true success of the current weights."""
+    """Efficacy, generalization, specificity and new-vs-true success of the current weights.
+
+    Also CounterFact's probability scores (``efficacy_score``, ``paraphrase_score``,
+    ``neighbourhood_score``: see :data:`PROTOCOL`), each present only when it has something to score.
+    """
     if not requests:
         return {}
     efficacy = accuracy(model, encoder, [(r.prompt, r.target_new) for r in requests], device=device)
@@ -63,7 +97,47 @@ def score_requests(
         new = sequence_logprob(model, encoder, [(r.prompt, r.target_new) for r in with_true], device=device)
         true = sequence_logprob(model, encoder, [(r.prompt, r.target_true) for r in with_true], device=device)
         out["new_vs_true"] = float(np.mean([n > t for n, t in zip(new, true, strict=True)]))
+        out.update(probability_scores(model, encoder, with_true, device=device))
     return out
+
+
+@torch.no_grad()
+def mean_logprob(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
+    """Per pair, the mean per-token log-probability of its answer tokens (teacher-forced)."""
+    out = [0.0] * len(pairs)
+    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
+        token = logp.gather(1, batch.labels[batch.answer_mask][:, None])[:, 0]
+        for j, s in zip(idx, pair_slices(batch), strict=True):
+            out[j] = float(token[s].mean())
+    return out
+
+
+def probability_scores(model, encoder, requests: list[EditRequest], device) -> dict[str, float]:
+    """CounterFact's efficacy / paraphrase / neighbourhood scores (mean per-token log-probs).
+
+    Requests without ``target_true`` are skipped, and so are neighbour probes whose answer is the
+    request's ``target_new`` (the two probabilities would be one). All pairs go through one batched
+    call.
+    """
+    requests = [r for r in requests if r.target_true]
+    # (score name, the pair that should win, the pair it is compared with)
+    comparisons: list[tuple[str, tuple[str, str], tuple[str, str]]] = []
+    for r in requests:
+        comparisons.append(("efficacy_score", (r.prompt, r.target_new), (r.prompt, r.target_true)))
+        comparisons += [("paraphrase_score", (p, r.target_new), (p, r.target_true)) for p in r.paraphrases]
+        comparisons += [
+            ("neighbourhood_score", (n.prompt, n.answer), (n.prompt, r.target_new))
+            for n in r.neighbours
+            if n.answer.strip() != r.target_new
+        ]
+    if not comparisons:
+        return {}
+    pairs = [pair for _, win, lose in comparisons for pair in (win, lose)]
+    logps = mean_logprob(model, encoder, pairs, device=device)
+    wins: dict[str, list[bool]] = {}
+    for k, (name, _, _) in enumerate(comparisons):
+        wins.setdefault(name, []).append(logps[2 * k] > logps[2 * k + 1])
+    return {name: float(np.mean(w)) for name, w in wins.items()}
 
 
 def ngram_entropy(

@@ -10,7 +10,7 @@ import torch
 
 from edit_gym.data import EditRequest, Probe
 from edit_gym.editing.scores import Reference, accuracy, drift_from_reference, sequence_logprob
-from edit_gym.evaluation import ngram_entropy, perplexity, score_requests
+from edit_gym.evaluation import mean_logprob, ngram_entropy, perplexity, score_requests
 from edit_gym.tokens import PairEncoder
 
 VOCAB = 12
@@ -64,6 +64,60 @@ def test_sequence_logprob_and_new_vs_true():
     scores = score_requests(MODEL, ENC, [req], refs, "cpu")
     assert scores["efficacy"] == 1.0 and scores["new_vs_true"] == 1.0 and scores["specificity"] == 1.0
     assert "generalization" not in scores  # no paraphrases: not scored rather than scored 0
+    assert scores["efficacy_score"] == 1.0
+    assert "paraphrase_score" not in scores and "neighbourhood_score" not in scores  # nothing to score
+
+
+# log p of the token the stub favours, and of any other token (8 nats lower)
+LP_RIGHT = math.log(math.exp(4) / (math.exp(4) + (VOCAB - 1) * math.exp(-4)))
+LP_WRONG = LP_RIGHT - 8.0
+
+
+def test_mean_logprob_normalizes_by_answer_length():
+    # "3 9" after "1 2": 3 right, then 9 wrong (the stub says 4)
+    (mean,) = mean_logprob(MODEL, ENC, [("1 2", "3 9")])
+    (total,) = sequence_logprob(MODEL, ENC, [("1 2", "3 9")])
+    assert mean == pytest.approx((LP_RIGHT + LP_WRONG) / 2, rel=1e-4)
+    assert total == pytest.approx(LP_RIGHT + LP_WRONG, rel=1e-4)
+    pairs = [("1 2 3", "4"), ("1 2", "3 9"), ("6", "7 8 9"), ("5", "9")]
+    assert mean_logprob(MODEL, ENC, pairs, batch_size=2) == [mean_logprob(MODEL, ENC, [p])[0] for p in pairs]
+
+
+def test_counterfact_probability_scores_by_hand():
+    a = EditRequest(
+        prompt="1 2",
+        subject="1",
+        target_new="3 9",  # mean (right + wrong) / 2 = LP_RIGHT - 4; summed 2 LP_RIGHT - 8
+        target_true="7",  # one wrong token: LP_RIGHT - 8 either way
+        paraphrases=(
+            "5 2",  # new: LP_RIGHT - 4 > true: LP_RIGHT - 8 -> win
+            "6",  # new "3 9": wrong, wrong (LP_WRONG) < true "7": right (LP_RIGHT) -> lose
+        ),
+        neighbours=(
+            Probe("4", "5"),  # own answer right (LP_RIGHT) > target_new "3 9" wrong, wrong -> win
+            Probe("2", "9"),  # own answer wrong (LP_WRONG) < "3 9": LP_RIGHT - 4 -> lose
+            Probe("5", "3 9"),  # answered by target_new: skipped
+        ),
+    )
+    b = EditRequest(
+        prompt="4 5",
+        subject="4",
+        target_new="7",  # wrong after 5 (LP_WRONG) < true "6" right -> lose
+        target_true="6",
+        paraphrases=("9 5",),  # the same -> lose
+        # own "3 9": mean LP_RIGHT - 4 > "7": LP_WRONG -> win (summed 2 LP_RIGHT - 8 < LP_RIGHT - 8)
+        neighbours=(Probe("1 2", "3 9"),),
+    )
+    c = EditRequest(  # no true target: skipped by every probability score
+        prompt="2 3", subject="2", target_new="8", paraphrases=("3",), neighbours=(Probe("3", "4"),)
+    )
+    scores = score_requests(MODEL, ENC, [a, b, c], [[], [], []], "cpu")
+    # a wins on mean log-probs but loses on summed ones (2 LP_RIGHT - 8 < LP_RIGHT - 8)
+    assert scores["efficacy_score"] == 0.5
+    assert scores["new_vs_true"] == 0.0
+    assert scores["paraphrase_score"] == pytest.approx(1 / 3)
+    assert scores["neighbourhood_score"] == pytest.approx(2 / 3)
+    assert "specificity" not in scores  # no neighbourhood probes
 
 
 def test_kl_to_reference_by_hand():

@@ -3,8 +3,8 @@
 ``facts.tsv`` holds (subject, relation, object) rows and ``relations.json`` one prompt and three
 paraphrase templates per relation. :func:`builtin_requests` makes one CounterFact-style request
 per fact: ``target_new`` is another object of the same relation, the paraphrases rephrase the
-prompt, and the neighbourhood holds the same relation asked of other subjects with their true
-objects. Everything is derived with a fixed seed, so the set is identical on every machine.
+prompt, and the neighbourhood (and ``neighbours``, the same probes) holds the same relation asked
+of other subjects with their true objects. Everything is derived with a fixed seed, so the set is identical on every machine.
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ def builtin_requests(name: str = "facts") -> list[EditRequest]:
         others = [f for f in facts if f[0] != subject]
         picks = rng.choice(len(others), size=min(NEIGHBOURS_PER_REQUEST, len(others)), replace=False)
         prompt, subject_in_prompt = fill(templates["prompt"], subject)
+        # other subjects under the same relation, answered by their true objects: both the
+        # specificity probes and CounterFact's neighbourhood-score probes
+        neighbours = tuple(
+            Probe(fill(templates["prompt"], others[int(i)][0])[0], others[int(i)][1]) for i in picks
+        )
         requests.append(
             EditRequest(
                 prompt=prompt,
@@ -83,9 +88,8 @@ def builtin_requests(name: str = "facts") -> list[EditRequest]:
                 target_new=target_new,
                 target_true=obj,
                 paraphrases=tuple(fill(t, subject)[0] for t in templates["paraphrases"]),
-                neighbourhood=tuple(
-                    Probe(fill(templates["prompt"], others[int(i)][0])[0], others[int(i)][1]) for i in picks
-                ),
+                neighbourhood=neighbours,
+                neighbours=neighbours,
                 relation=relation,
                 uid=f"{relation}:{subject}",
             )

@@ -3,9 +3,16 @@
 Formats (detected per record):
 
 * KnowEdit-style CounterFact: ``subject``, ``prompt``, ``target_new``, ``ground_truth``,
-  ``rephrase`` (optional), ``locality: {Relation_Specificity: [{prompt, ground_truth}]}``.
+  ``rephrase`` (optional), ``locality: {Relation_Specificity: [{prompt, ground_truth}]}``. The
+  locality prompts ask about the same subject under other relations (relation specificity) and
+  become ``neighbourhood``. The records carry no relation id: ``relation`` is the prompt with the
+  subject replaced by ``{}``, and ``neighbours`` (other subjects, same relation: CounterFact's
+  neighbourhood) are built from the other records of the same source with that template, see
+  :func:`with_knowedit_neighbours`.
 * ROME ``multi_counterfact``: ``requested_rewrite{prompt with "{}", subject, target_new{str},
-  target_true{str}}``, ``paraphrase_prompts``, ``neighborhood_prompts`` (answered by ``target_true``).
+  target_true{str}}``, ``paraphrase_prompts``, ``neighborhood_prompts`` (answered by ``target_true``;
+  they are other subjects under the same relation, so they are both ``neighbourhood`` and
+  ``neighbours``).
 * MEND-style zsRE: ``src``, ``subject``, ``alt`` (new answer), ``answers``, ``rephrase``, ``loc``,
   ``loc_ans``.
 
@@ -15,6 +22,8 @@ Files are parsed as JSON (never unpickled).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +31,9 @@ from typing import Any
 
 from edit_gym.data.builtin import BUILTIN_DATASETS, builtin_requests
 from edit_gym.data.request import EditRequest, InvalidRecordError, Probe
+
+# KnowEdit records: at most this many other subjects of the same relation become ``neighbours``
+KNOWEDIT_NEIGHBOURS = 10
 
 
 def _first_answer(value: Any) -> str | None:
@@ -89,18 +101,73 @@ def _checked(where: str, **fields: Any) -> EditRequest:
         raise InvalidRecordError(f"{where}: {str(err).split(': ', 1)[-1]}") from None
 
 
+def relation_template(prompt: str, subject: str) -> str:
+    """A KnowEdit record's relation: its prompt with the (first) subject replaced by ``{}``."""
+    return prompt.replace(subject, "{}", 1)
+
+
 def from_knowedit(record: Mapping, where: str) -> EditRequest:
+    """One KnowEdit record; its ``neighbours`` need the other records (:func:`with_knowedit_neighbours`)."""
     probes = _knowedit_probes(record, where)
+    prompt, subject = _text(record, "prompt", where), _text(record, "subject", where)
     return _checked(
         where,
-        prompt=_text(record, "prompt", where),
-        subject=_text(record, "subject", where),
+        prompt=prompt,
+        subject=subject,
         target_new=_text(record, "target_new", where),
         target_true=_first_answer(record.get("ground_truth")),
         paraphrases=_strings(record, "rephrase", where),
         neighbourhood=probes,
+        relation=relation_template(prompt, subject),
         uid=str(record.get("case_id", where)),
     )
+
+
+def _pair_rank(a: str, b: str) -> bytes:
+    """A stable pseudo-random rank of ``b`` for ``a`` (independent of Python's hash seed)."""
+    return hashlib.blake2b(f"{a}\x00{b}".encode(), digest_size=8).digest()
+
+
+def with_knowedit_neighbours(
+    requests: list[EditRequest], knowedit: list[bool], limit: int = KNOWEDIT_NEIGHBOURS
+) -> list[EditRequest]:
+    """Give each KnowEdit request ``neighbours`` built from the other KnowEdit requests of its source.
+
+    A neighbour is another record with the same relation template, asked as that record's prompt
+    and answered by that record's ground truth (so a record without a ground truth is never a
+    neighbour). Like ROME's construction, records with the same true object come first, then the
+    other records of the relation; each group in a fixed pseudo-random order (a hash of the two
+    prompts), at most ``limit`` in all. Never the record's own subject (nor a prompt containing
+    it), and never a record whose true object is the request's ``target_new`` (that probe could
+    not be scored). ``knowedit[i]`` says whether ``requests[i]`` came from a KnowEdit record.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, (req, is_knowedit) in enumerate(zip(requests, knowedit, strict=True)):
+        if is_knowedit and req.relation is not None:
+            groups.setdefault(req.relation, []).append(i)
+    out = list(requests)
+    for members in groups.values():
+        for i in members:
+            req = requests[i]
+            candidates = [
+                other
+                for other in (requests[j] for j in members if j != i)
+                if other.target_true
+                and other.subject != req.subject
+                and req.subject not in other.prompt
+                and other.target_true != req.target_new
+            ]
+            candidates.sort(
+                key=lambda o: (o.target_true != req.target_true, _pair_rank(req.prompt, o.prompt))
+            )
+            probes: dict[str, Probe] = {}
+            for other in candidates:
+                if len(probes) >= limit:
+                    break
+                probes.setdefault(other.prompt, Probe(other.prompt, other.target_true))
+            if probes:
+                out[i] = dataclasses.replace(req, neighbours=tuple(probes.values()))
+    return out
 
 
 def from_rome(record: Mapping, where: str) -> EditRequest:
@@ -112,6 +179,8 @@ def from_rome(record: Mapping, where: str) -> EditRequest:
     if "{}" not in template:
         raise InvalidRecordError(f"{where}: field 'requested_rewrite.prompt' has no '{{}}' for the subject")
     target_true = _text(rewrite, "target_true", where + ".requested_rewrite")
+    # other subjects under the same relation, answered by the true object: both kinds of probe
+    neighbours = tuple(Probe(p, target_true) for p in _strings(record, "neighborhood_prompts", where))
     return _checked(
         where,
         prompt=template.replace("{}", subject, 1),
@@ -119,7 +188,8 @@ def from_rome(record: Mapping, where: str) -> EditRequest:
         target_new=_text(rewrite, "target_new", where + ".requested_rewrite"),
         target_true=target_true,
         paraphrases=_strings(record, "paraphrase_prompts", where),
-        neighbourhood=tuple(Probe(p, target_true) for p in _strings(record, "neighborhood_prompts", where)),
+        neighbourhood=neighbours,
+        neighbours=neighbours,
         relation=rewrite.get("relation_id"),
         uid=str(record.get("case_id", where)),
     )
@@ -153,16 +223,21 @@ _CONVERTERS = {"knowedit": from_knowedit, "rome": from_rome, "zsre": from_zsre}
 
 
 def requests_from_records(records: Iterable[Mapping], source: str = "data") -> list[EditRequest]:
-    """Convert raw records (any supported format, detected per record) to requests."""
-    out = []
+    """Convert raw records (any supported format, detected per record) to requests.
+
+    KnowEdit records then get their ``neighbours`` from the other KnowEdit records of ``records``.
+    """
+    out, knowedit = [], []
     for i, record in enumerate(records):
         where = f"{source} record {i}"
         if not isinstance(record, Mapping):
             raise InvalidRecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        out.append(_CONVERTERS[detect_format(record)](record, where))
+        kind = detect_format(record)
+        out.append(_CONVERTERS[kind](record, where))
+        knowedit.append(kind == "knowedit")
     if not out:
         raise InvalidRecordError(f"{source}: no records")
-    return out
+    return with_knowedit_neighbours(out, knowedit)
 
 
 def _read_json_records(path: Path) -> list:

@@ -22,9 +22,19 @@ class EditRequest:
     """Ask the model to answer ``prompt`` with ``target_new`` instead of ``target_true``.
 
     ``prompt`` contains ``subject`` verbatim and ends right before the answer. ``paraphrases``
-    rephrase the prompt (same subject and relation: scored for generalization) and
-    ``neighbourhood`` holds unrelated or neighbouring prompts with their answers (scored for
-    specificity against the pre-edit model). Targets are stored without a leading space.
+    rephrase the prompt (same subject and relation: scored for generalization). Two kinds of
+    locality probes are kept apart:
+
+    * ``neighbourhood``: what "specificity" is scored on (top-1 agreement with the pre-edit
+      model). Its kind depends on the data: for KnowEdit CounterFact it is *relation
+      specificity* (the same subject asked under other relations, ``locality.Relation_Specificity``);
+      for ROME ``multi_counterfact`` and the built-in facts it is other subjects under the same
+      relation; for zsRE an unrelated question.
+    * ``neighbours``: other subjects under the same relation, each answered by its own true object
+      (ROME's construction): what CounterFact's probability ``neighbourhood_score`` is scored on.
+
+    ``relation`` names the relation (a relation id, or for KnowEdit the prompt with the subject
+    replaced by ``{}``). Targets are stored without a leading space.
     """
 
     prompt: str
@@ -33,6 +43,7 @@ class EditRequest:
     target_true: str | None = None
     paraphrases: tuple[str, ...] = ()
     neighbourhood: tuple[Probe, ...] = ()
+    neighbours: tuple[Probe, ...] = ()
     relation: str | None = None
     uid: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -54,9 +65,10 @@ class EditRequest:
         for i, p in enumerate(self.paraphrases):
             if not isinstance(p, str) or not p.strip():
                 raise InvalidRecordError(f"{where}: field 'paraphrases[{i}]' is empty")
-        for i, probe in enumerate(self.neighbourhood):
-            if not probe.prompt.strip() or not probe.answer.strip():
-                raise InvalidRecordError(f"{where}: field 'neighbourhood[{i}]' has an empty prompt or answer")
+        for name in ("neighbourhood", "neighbours"):
+            for i, probe in enumerate(getattr(self, name)):
+                if not probe.prompt.strip() or not probe.answer.strip():
+                    raise InvalidRecordError(f"{where}: field '{name}[{i}]' has an empty prompt or answer")
         # Targets never carry the leading space the tokenizer adapter adds.
         object.__setattr__(self, "target_new", self.target_new.strip())
         if self.target_true is not None:

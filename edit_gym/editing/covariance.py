@@ -25,11 +25,11 @@ OPENINGS = ("The", "In", "A", "It", "This", "When", "Many", "One")
 SAMPLE_SETS = {"covariance": (128, 48, 1234), "heldout": (32, 48, 5678)}  # sequences, tokens, seed
 
 
-def _slug(backbone: Backbone) -> str:
+def slug(backbone: Backbone) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in backbone.name)[-60:]
 
 
-def _weights_digest(backbone: Backbone) -> str:
+def weights_digest(backbone: Backbone) -> str:
     emb = backbone.model.get_input_embeddings().weight
     return hashlib.sha256(emb[:8].detach().float().cpu().numpy().tobytes()).hexdigest()[:10]
 
@@ -40,7 +40,7 @@ def model_samples(backbone: Backbone, which: str = "covariance") -> list[list[in
     if which not in SAMPLE_SETS:
         raise ValueError(f"unknown sample set {which!r} (known: {', '.join(SAMPLE_SETS)})")
     count, length, seed = SAMPLE_SETS[which]
-    path = cache_dir() / "samples" / f"{_slug(backbone)}-{_weights_digest(backbone)}-{which}.json"
+    path = cache_dir() / "samples" / f"{slug(backbone)}-{weights_digest(backbone)}-{which}.json"
     data = read_cache_file(path)
     if data is not None:
         return json.loads(data)["ids"]
@@ -76,8 +76,8 @@ def key_covariance(
     from safetensors.torch import load, save
 
     names = json.dumps([c.name for c in candidates])
-    digest = hashlib.sha256((names + _weights_digest(backbone)).encode()).hexdigest()[:12]
-    path = cache_dir() / "covariance" / f"{_slug(backbone)}-{digest}.safetensors"
+    digest = hashlib.sha256((names + weights_digest(backbone)).encode()).hexdigest()[:12]
+    path = cache_dir() / "covariance" / f"{slug(backbone)}-{digest}.safetensors"
     data = read_cache_file(path)  # None if absent or damaged (checksummed): recomputed below
     if data is not None:
         stored = load(data)

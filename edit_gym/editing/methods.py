@@ -1,0 +1,162 @@
+"""The editors under their papers' names, and what each uses at every stage, as data.
+
+| method      | target (targets.py) | keys (keys.py)  | write (write.py)         | restrain (restraints.py) |
+|-------------|---------------------|-----------------|--------------------------|--------------------------|
+| `rome`      | optimized v*        | subject, avg    | `rome`: exact, C0^-1     | -                        |
+| `memit`     | optimized v*        | subject, avg    | `memit`: lam C0 + K^T K  | -                        |
+| `alphaedit` | optimized v*        | subject, avg    | `alphaedit`: null space of C0, K_p penalty, L2 | -  |
+| `prune`     | optimized v*        | subject, avg    | `memit`                  | PRUNE on the accumulated change |
+| `rect`      | optimized v*        | subject, avg    | `memit`                  | RECT top-20% relative    |
+| `ft-l`      | - (the weights are fine-tuned) | -    | Adam, L-inf ball         | -                        |
+| `ultraedit` | -lr ||k_hat||^2 g_hat | answer positions | ridge, raw keys       | -                        |
+
+The optimized target and the writes are spread over the *selected* candidates in layer order
+(:mod:`edit_gym.editing.spreading`); the editor's ``band`` is its paper's recipe for which to
+select (the ``band`` baseline agent), measured per backbone (``benchmarks/band_sweep.py``).
+Hyper-parameters: :data:`METHODS` holds each paper's defaults; :data:`BACKBONE_PARAMS` what was
+measured for a built-in backbone; an env's ``editor_params`` overrides both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from edit_gym.editing.targets import TARGET_DEFAULTS, TARGET_MODES
+
+
+@dataclass(frozen=True)
+class Method:
+    """One named editor: its paper, its stages, and its default hyper-parameters."""
+
+    name: str
+    paper: str
+    target: str  # "optimized", "gradient" or "none"
+    write: str  # "rome", "memit", "alphaedit", "ft", "ultraedit"
+    restraint: str | None = None  # "prune", "rect"
+    params: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _p(**kw: Any) -> MappingProxyType:
+    return MappingProxyType(kw)
+
+
+_TARGET = {**TARGET_DEFAULTS, "templates": 5, "template_length": 10}
+
+METHODS: dict[str, Method] = {
+    "rome": Method(
+        "rome",
+        "ROME, Meng et al. 2022 (arXiv 2202.05262); hparams of its GPT-2 XL config",
+        "optimized",
+        "rome",
+        params=_p(**{**_TARGET, "v_num_grad_steps": 20, "clamp_norm_factor": 4.0}),
+    ),
+    "memit": Method(
+        "memit",
+        "MEMIT, Meng et al. 2023 (arXiv 2210.07229); hparams of its GPT-J config",
+        "optimized",
+        "memit",
+        params=_p(**{**_TARGET, "clamp_norm_factor": 0.75, "mom2_update_weight": 15000.0}),
+    ),
+    "alphaedit": Method(
+        "alphaedit",
+        "AlphaEdit, Fang et al. 2025 (arXiv 2410.02355); hparams of its GPT-J config",
+        "optimized",
+        "alphaedit",
+        params=_p(
+            **{**_TARGET, "clamp_norm_factor": 0.75},
+            L2=10.0,
+            nullspace_rule="energy",
+            nullspace_value=0.02,
+            kp_mode="penalty",
+        ),
+    ),
+    "prune": Method(
+        "prune",
+        "PRUNE, Ma et al. 2025 (arXiv 2405.16821), over MEMIT",
+        "optimized",
+        "memit",
+        "prune",
+        params=_p(**{**_TARGET, "clamp_norm_factor": 0.75, "mom2_update_weight": 15000.0}, prune_base=math.e),
+    ),
+    "rect": Method(
+        "rect",
+        "RECT, Gu et al. 2024 (arXiv 2401.04700), over MEMIT",
+        "optimized",
+        "memit",
+        "rect",
+        params=_p(**{**_TARGET, "clamp_norm_factor": 0.75, "mom2_update_weight": 15000.0}, rect_keep=0.2),
+    ),
+    "ft-l": Method(
+        "ft-l",
+        "FT-L (ROME paper's fine-tuning baseline; EasyEdit FT hparams)",
+        "none",
+        "ft",
+        params=_p(ft_steps=25, ft_lr=5e-4, norm_constraint=5e-4),
+    ),
+    "ultraedit": Method(
+        "ultraedit",
+        "UltraEdit, Gu et al. 2025 (arXiv 2505.14679)",
+        "none",
+        "ultraedit",
+        params=_p(ultra_lr=1e-6, ultra_lambda=1.0),
+    ),
+}
+
+# What was measured on a built-in backbone (benchmarks/band_sweep.py, docs/editors.md): the band
+# (block indices) and the values that do not carry over from the papers' 1.5-8B models.
+BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "smollm2-135m": {
+        "*": {"band": [3, 4, 5, 6, 7]},
+        "rome": {"band": [7]},
+    },
+    "tiny": {
+        "*": {"band": [1, 2]},
+        "rome": {"band": [2]},
+    },
+}
+
+
+def method_names() -> list[str]:
+    return sorted(METHODS)
+
+
+def default_band(num_blocks: int) -> list[int]:
+    """For a backbone nobody measured: MEMIT's GPT-J recipe (blocks 3-8 of 28) in proportion."""
+    lo = max(0, round(3 / 28 * num_blocks))
+    hi = max(lo, min(num_blocks - 1, round(8 / 28 * num_blocks)))
+    return list(range(lo, hi + 1))
+
+
+def method_params(
+    name: str, backbone: str, num_blocks: int, d_in: int, overrides: dict | None = None
+) -> dict[str, Any]:
+    """The hyper-parameters of ``name`` on a backbone: paper defaults < measured < ``overrides``."""
+    from edit_gym.editing.write import memit_lambda
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r} (known: {', '.join(method_names())})")
+    method = METHODS[name]
+    measured = BACKBONE_PARAMS.get(backbone, {})
+    params: dict[str, Any] = {**method.params, **measured.get("*", {}), **measured.get(name, {})}
+    if "band" not in params:
+        band = default_band(num_blocks)
+        params["band"] = band[-1:] if method.write == "rome" else band
+    if "mom2_update_weight" in params and "lam" not in (overrides or {}):
+        params["lam"] = memit_lambda(d_in, params["mom2_update_weight"])
+    unknown = sorted(set(overrides or {}) - set(params) - {"lam", "target"})
+    if unknown:
+        raise ValueError(
+            f"editor_params for {name!r}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(params))})"
+        )
+    params.update(overrides or {})
+    params.setdefault("target", method.target)
+    if method.target != "none" and params["target"] not in TARGET_MODES:
+        raise ValueError(f"target must be one of {', '.join(TARGET_MODES)}, got {params['target']!r}")
+    if method.target == "none" and params["target"] != "none":
+        raise ValueError(f"method {name!r} has no target stage; target= does not apply to it")
+    if "v_num_grad_steps" in params and int(params["v_num_grad_steps"]) < 1:
+        raise ValueError("v_num_grad_steps must be >= 1")
+    return params

@@ -1,0 +1,271 @@
+"""The target stage: the hidden state at the edit site that makes the model say the new answer.
+
+``optimized`` (ROME / MEMIT ``compute_v`` / ``compute_z``): a vector delta_i per request, added to
+the output of the target block (the top edited layer) at the subject's last token of every
+sequence of the request (its rewrite prompts under each context template and its KL prompt), is
+optimized with Adam on
+
+    loss_i = mean_t NLL(target | template_t(prompt)) / len(target)
+             + kl_factor * KL(p_now || p_start) at the subject's last token of "{subject} is a"
+             + weight_decay * ||delta_i|| / ||h_i||^2,
+
+with ||delta_i|| clamped to ``clamp_norm_factor * ||h_i||`` after every step (h_i: the block's
+output at the plain prompt). The requests of a step are batched: each has its own delta and its
+own loss, so their trajectories are those of one-at-a-time runs (Adam is element-wise), and a
+request stops on its own when its NLL falls below ``early_stop_nll`` (see :data:`TARGET_DEFAULTS`).
+The blocks up to the target block do not depend on delta: they run once, and every Adam step runs
+only the blocks above it (the lower blocks replay their recorded output).
+
+``gradient`` (the cheap mode): one gradient step instead of the optimization,
+delta_i = -step * ||k_i||^2 * dNLL_i/dh_i, the change a single fine-tuning step of the target
+block's matrix would make at that site (the MALMEN / RLEdit world of :mod:`edit_gym.editing.rules`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from edit_gym.editing.keys import SiteBatch, StopForward
+from edit_gym.editing.scores import answer_logits
+
+TARGET_MODES = ("optimized", "gradient")
+
+# ROME / MEMIT / AlphaEdit hyper-parameters of the target (their hparams files); methods override
+# them per backbone in edit_gym.editing.methods.
+TARGET_DEFAULTS = {
+    "v_num_grad_steps": 25,
+    "v_lr": 0.5,
+    "v_weight_decay": 0.5,
+    "clamp_norm_factor": 4.0,
+    "kl_factor": 0.0625,
+    # MEMIT stops when the *total* loss < 5e-2; on small models the KL term alone stays above that
+    # (field notes: ~0.07), so the check reads the target's NLL.
+    "early_stop_nll": 5e-2,
+}
+
+
+@dataclass
+class Target:
+    """The outcome of the target stage for the requests of one step."""
+
+    layer: int  # the target block
+    z: torch.Tensor  # (n, d) desired hidden state at the site (h + delta)
+    delta: torch.Tensor  # (n, d)
+    h: torch.Tensor  # (n, d) the block's output at the site before any write
+    nll: list[float]  # per request, the target NLL at the returned delta (mean over templates)
+    steps: list[int]  # per request, Adam steps taken
+    fault: str = ""  # non-empty if the optimization diverged (nothing may be written then)
+    iterations: int = 0  # forward passes of the upper blocks (each but the last with a backward)
+    info: dict = field(default_factory=dict)
+
+
+@contextmanager
+def _replay_lower_blocks(blocks, top: int, recorded):
+    """Blocks 0..top return ``recorded`` (the top block's output) instead of computing."""
+    saved = []
+    try:
+        for j in range(top + 1):
+            module = blocks[j]
+            saved.append(module)
+            module.forward = lambda *args, **kwargs: recorded
+        yield
+    finally:
+        for module in saved:
+            del module.forward
+
+
+def _add_at_sites(rows: torch.Tensor, cols: torch.Tensor, values_fn):
+    def hook(_m, _args, out):
+        h = out[0] if isinstance(out, tuple) else out
+        h = h.index_put((rows, cols), values_fn().to(h.dtype), accumulate=True)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    return hook
+
+
+def _losses(logp_rows, sites: SiteBatch, answer_rows, kl_rows, kl_start):
+    """Per-request (NLL mean over templates, KL) from the log-probs at the selected positions."""
+    n, t = sites.num_requests, sites.num_templates
+    labels = sites.labels[sites.answer_mask]
+    token_nll = -logp_rows[answer_rows].gather(1, labels[:, None])[:, 0]
+    seq_of_token = sites.answer_mask.nonzero()[:, 0]
+    per_seq = torch.zeros(n * t, device=logp_rows.device).index_add(0, seq_of_token, token_nll)
+    lengths = sites.answer_mask[: n * t].sum(1).clamp_min(1)
+    nll = (per_seq / lengths).reshape(n, t).mean(1)
+    kl_now = logp_rows[kl_rows]
+    if kl_start is None:
+        return nll, torch.zeros(n, device=nll.device), kl_now.detach()
+    kl = (kl_now.exp() * (kl_now - kl_start)).sum(1)  # KL(now || start)
+    return nll, kl, kl_start
+
+
+def optimize_target(
+    model: torch.nn.Module,
+    blocks: torch.nn.ModuleList,
+    layer: int,
+    sites: SiteBatch,
+    params: dict | None = None,
+) -> Target:
+    """ROME / MEMIT's v*: the optimized hidden state at ``layer``'s output (see the module doc).
+
+    ``blocks`` is the model's block list: blocks ``0..layer`` run once, then replay their output.
+    A request that reaches ``early_stop_nll`` leaves the batch: later steps compute only the others.
+    """
+    p = {**TARGET_DEFAULTS, **(params or {})}
+    block = blocks[layer]
+    n = sites.num_requests
+    recorded: list = []
+
+    def record(_m, _a, out):
+        recorded.append(out)
+        raise StopForward
+
+    handle = block.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model(input_ids=sites.input_ids, attention_mask=sites.attention_mask)
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    out0 = recorded[0]
+    is_tuple = isinstance(out0, tuple)
+    h_all = out0[0] if is_tuple else out0
+    h = h_all[sites.plain, sites.lookup[sites.plain]].float()
+    h_norm = h.norm(dim=1).clamp_min(1e-12)
+
+    delta = torch.zeros_like(h, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=float(p["v_lr"]))
+    done = torch.zeros(n, dtype=torch.bool, device=h.device)
+    steps = torch.zeros(n, dtype=torch.long)
+    nll_out = torch.full((n,), float("nan"))
+    kl_start: torch.Tensor | None = None  # (n, V) log-probs at delta = 0
+    max_steps = int(p["v_num_grad_steps"])
+    fault = ""
+    it = 0
+    active_key = None
+    with torch.enable_grad():
+        for it in range(max_steps):
+            active = (~done).nonzero()[:, 0]
+            if active_key != tuple(active.tolist()):  # the batch of the requests still optimizing
+                active_key = tuple(active.tolist())
+                sub, rows = sites.subset(active)
+                width = sub.input_ids.shape[1]
+                replay = h_all[rows, :width]
+                replay_out = (replay, *out0[1:]) if is_tuple else replay
+                pos = sub.answer_mask.clone()
+                kl_seq = torch.arange(sub.num_rewrite, sub.input_ids.shape[0], device=pos.device)
+                pos[kl_seq, sub.lookup[kl_seq]] = True
+                flat = pos.nonzero()
+                is_answer = sub.answer_mask[flat[:, 0], flat[:, 1]]
+                answer_rows, kl_rows = is_answer.nonzero()[:, 0], (~is_answer).nonzero()[:, 0]
+                seq = torch.arange(sub.input_ids.shape[0], device=pos.device)
+            owner = active[sub.owner]
+            hook = _add_at_sites(seq, sub.lookup, lambda owner=owner: delta[owner])
+            handle = block.register_forward_hook(hook)
+            try:
+                with _replay_lower_blocks(blocks, layer, replay_out):
+                    logits = answer_logits(model, pos, input_ids=sub.input_ids, attention_mask=sub.attention_mask)
+            finally:
+                handle.remove()
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            start = None if kl_start is None else kl_start[active]
+            nll, kl, now = _losses(logp, sub, answer_rows, kl_rows, start)
+            if kl_start is None:
+                kl_start = now
+            wd = float(p["v_weight_decay"]) * delta[active].norm(dim=1) / h_norm[active] ** 2
+            loss = nll + float(p["kl_factor"]) * kl + wd
+            if not bool(torch.isfinite(loss).all()):
+                bad = int(active[(~torch.isfinite(loss)).nonzero()[0, 0]])
+                fault = f"target optimization diverged for request {bad} at step {it} (loss not finite)"
+                break
+            nll_out[active.cpu()] = nll.detach().cpu()
+            converged = nll.detach() < float(p["early_stop_nll"])
+            done[active[converged]] = True
+            if bool(done.all()) or it == max_steps - 1:
+                break
+            opt.zero_grad()
+            loss.sum().backward()
+            frozen = done.clone()
+            keep = delta.detach()[frozen].clone()
+            opt.step()
+            with torch.no_grad():
+                delta[frozen] = keep
+                limit = float(p["clamp_norm_factor"]) * h_norm
+                norm = delta.norm(dim=1)
+                scale = torch.where(norm > limit, limit / norm.clamp_min(1e-12), torch.ones_like(norm))
+                delta.mul_(scale[:, None])
+            steps[(~frozen).cpu()] += 1
+    d = delta.detach()
+    if not fault and not bool(torch.isfinite(d).all()):
+        fault = "target optimization gave a non-finite delta"
+    return Target(
+        layer=layer,
+        z=h + d,
+        delta=d,
+        h=h,
+        nll=[float(x) for x in nll_out],
+        steps=[int(s) for s in steps],
+        fault=fault,
+        iterations=it + 1,
+    )
+
+
+def gradient_target(
+    model: torch.nn.Module,
+    blocks: torch.nn.ModuleList,
+    layer: int,
+    sites: SiteBatch,
+    key_module: torch.nn.Module,
+    step: float,
+) -> Target:
+    """One gradient step at the site: delta_i = -step * ||k_i||^2 * dNLL_i/dh_i (see the module doc)."""
+    block = blocks[layer]
+    rw = sites.rewrite_only()
+    plain_rows = rw.plain
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def block_hook(_m, _a, out):
+        h = out[0] if isinstance(out, tuple) else out
+        h.retain_grad()
+        grabbed["h"] = h
+
+    def key_hook(_m, args, _out):
+        grabbed["k"] = args[0].detach()[plain_rows, rw.lookup[plain_rows]].float()
+
+    handles = [block.register_forward_hook(block_hook), key_module.register_forward_hook(key_hook)]
+    try:
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(rw.input_ids).detach().requires_grad_(True)
+            logits = answer_logits(model, rw.answer_mask, inputs_embeds=embeds, attention_mask=rw.attention_mask)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            labels = rw.labels[rw.answer_mask]
+            token_nll = -logp.gather(1, labels[:, None])[:, 0]
+            seq_of_token = rw.answer_mask.nonzero()[:, 0]
+            lengths = rw.answer_mask.sum(1).clamp_min(1).float()
+            per_seq = torch.zeros(rw.input_ids.shape[0], device=logp.device).index_add(0, seq_of_token, token_nll) / lengths
+            nll = per_seq.reshape(sites.num_requests, sites.num_templates).mean(1)
+            nll.sum().backward()
+    finally:
+        for hd in handles:
+            hd.remove()
+    hid = grabbed["h"]
+    h = hid.detach()[plain_rows, rw.lookup[plain_rows]].float()
+    g = hid.grad[plain_rows, rw.lookup[plain_rows]].float()
+    k = grabbed["k"]
+    delta = -step * (k * k).sum(1, keepdim=True) * g
+    fault = "" if bool(torch.isfinite(delta).all()) else "gradient target is not finite"
+    return Target(
+        layer=layer,
+        z=h + delta,
+        delta=delta,
+        h=h,
+        nll=[float(x) for x in nll.detach()],
+        steps=[0] * sites.num_requests,
+        fault=fault,
+        iterations=1,
+    )
+
