@@ -4,11 +4,12 @@ Every agent follows SB3's ``predict(obs, state=None, episode_start=None, determi
 -> (action, state)``, so trained SB3 models are agents too.
 """
 
-from agents.baselines import AllCandidatesAgent, FixedBlockAgent, RandomKAgent, TopKGradientAgent
+from agents.baselines import AllCandidatesAgent, BandAgent, FixedBlockAgent, RandomKAgent, TopKGradientAgent
 from agents.rledit import RLEditAgent, RLEditConfig
 
 BASELINES = {
     "all": AllCandidatesAgent,
+    "band": BandAgent,
     "fixed": FixedBlockAgent,
     "random": RandomKAgent,
     "topk-grad": TopKGradientAgent,
@@ -17,6 +18,7 @@ BASELINES = {
 __all__ = [
     "BASELINES",
     "AllCandidatesAgent",
+    "BandAgent",
     "FixedBlockAgent",
     "RandomKAgent",
     "RLEditAgent",

@@ -1,7 +1,9 @@
 """Non-learned baseline policies: which candidates to edit, at a fixed coefficient.
 
 * :class:`AllCandidatesAgent` - every candidate (what RLEdit does).
-* :class:`FixedBlockAgent` - a fixed contiguous block of candidates (MEMIT-like).
+* :class:`FixedBlockAgent` - a fixed contiguous block of candidates.
+* :class:`BandAgent` - the env's named method's own band on this backbone (MEMIT's / AlphaEdit's
+  recipe: ``env.unwrapped.method.band()``).
 * :class:`RandomKAgent` - K candidates drawn at random for each edit.
 * :class:`TopKGradientAgent` - the K candidates with the largest fine-tuning gradient norm
   (``layer_stats`` column ``log10_grad_norm``).
@@ -72,6 +74,27 @@ class FixedBlockAgent(_MaskAgent):
     def choose(self, obs: dict) -> np.ndarray:
         mask = np.zeros(self.num_candidates, dtype=bool)
         mask[self.start : self.start + self.size] = True
+        return mask
+
+
+class BandAgent(_MaskAgent):
+    """Edit the candidates of the env's method band (the paper's recipe for this backbone)."""
+
+    def __init__(self, env: Any, coef: float = 0.0) -> None:
+        super().__init__(env, coef)
+        method = getattr(env.unwrapped, "method", None)
+        if method is None:
+            raise ValueError(
+                f"the band agent needs a named method as the env's editor (rome, memit, alphaedit, ...), "
+                f"not the one-step rule {env.unwrapped.cfg.editor!r}"
+            )
+        self.band = method.band()
+        if self.budget is not None and len(self.band) > self.budget:
+            raise ValueError(f"the method's band has {len(self.band)} candidates, above the env's budget {self.budget}")
+
+    def choose(self, obs: dict) -> np.ndarray:
+        mask = np.zeros(self.num_candidates, dtype=bool)
+        mask[self.band] = True
         return mask
 
 

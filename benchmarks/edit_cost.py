@@ -17,7 +17,7 @@ import argparse
 
 from edit_gym.bench import cost_growth
 
-EDITORS = ["gradient", "ridge", "memit", "ridge+alphaedit", "memit+alphaedit", "ridge+rect", "ridge+prune"]
+EDITORS = ["gradient", "ridge", "covariance", "ridge+nullspace", "covariance+nullspace", "ridge+topk", "ridge+spectral"]
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ RLEdit paper compares against: FT-L style, N Adam steps on every candidate per e
 (``edit_gym.bench.optimized_edit_latency``), on the same stream, with its answer loss before and
 after the optimization.
 
-    python benchmarks/edit_latency.py --model smollm2-135m --editors ridge memit rledit:runs/rledit-smollm2-s0
+    python benchmarks/edit_latency.py --model smollm2-135m --editors ridge covariance rledit:runs/rledit-smollm2-s0
     python benchmarks/edit_latency.py --model tiny --editors ridge --optimized-iterations 5 --steps 3
-    python benchmarks/edit_latency.py --model smollm2-135m --editors gradient ridge memit \
+    python benchmarks/edit_latency.py --model smollm2-135m --editors gradient ridge covariance \
         rledit:runs/rledit-smollm2-cons --steps 5 --markdown docs/edit_latency.md
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dataset", default="facts")
-    parser.add_argument("--editors", nargs="+", default=["gradient", "ridge", "memit", "memit+alphaedit"])
+    parser.add_argument("--editors", nargs="+", default=["gradient", "ridge", "covariance", "covariance+nullspace", "alphaedit"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

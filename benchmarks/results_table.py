@@ -6,7 +6,7 @@ what it finished), and ``docs/results.md`` is rewritten from all runs in that fi
 command line and the machine.
 
     python benchmarks/results_table.py                     # the default grid (see --help)
-    python benchmarks/results_table.py --lengths 100 --rules ridge memit --agents all fixed
+    python benchmarks/results_table.py --lengths 100 --rules ridge covariance --agents all fixed
     python benchmarks/results_table.py --rules rledit:runs/rledit-smollm2-cons \
         --agents hiedit:runs/hiedit-smollm2-maskable-k15 random:15 fixed:15
 
@@ -43,7 +43,7 @@ from edit_gym.stats import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
-RULES = ["gradient", "ridge", "memit", "memit+alphaedit", "ridge+rect", "ridge+prune"]
+RULES = ["gradient", "ridge", "covariance", "covariance+nullspace", "ridge+topk", "ridge+spectral"]
 METRICS = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
 
 

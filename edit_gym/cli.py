@@ -305,7 +305,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.editor:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
-        # the learned rule is the editor; --editor may add wrappers, e.g. --editor alphaedit
+        # the learned rule is the editor; --editor may add wrappers, e.g. --editor nullspace
         kwargs["editor"] = f"rledit:{_require_checkpoint(args.agent, args.checkpoint)}" + (
             f"+{args.editor}" if args.editor else ""
         )
@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--edits", type=int, required=True, help="sequential edits in the stream")
     ev.add_argument("--edits-per-step", type=int, default=1, help="requests per step (default: %(default)s)")
     ev.add_argument("--dataset", help="built-in name, local JSON file, or datasets source id[:split]")
-    ev.add_argument("--editor", help="update rule, e.g. ridge, memit, memit+alphaedit")
+    ev.add_argument("--editor", help="update rule, a method (alphaedit, memit, rome, ...) or a one-step rule (ridge, covariance+nullspace)")
     ev.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
     ev.add_argument("--no-extended", action="store_true", help="skip fluency and perplexity (faster)")
     ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
@@ -567,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--editors",
         nargs="+",
-        default=["gradient", "ridge", "memit", "memit+alphaedit"],
+        default=["gradient", "ridge", "covariance", "covariance+nullspace"],
         help="editors to time",
     )
     be.add_argument(

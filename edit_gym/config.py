@@ -53,11 +53,11 @@ class EnvConfig:
     log_lambda: float = 0.0
     """Ridge log-strength lam of the ``ridge`` rule."""
     cov_weight: float = 1.0
-    """MEMIT's weight lam on the ordinary-text key covariance C0 (``memit`` rule)."""
+    """MEMIT's weight lam on the ordinary-text key covariance C0 (``covariance`` one-step rule)."""
     null_threshold: float = 1e-2
-    """AlphaEdit: C0 eigen-directions above this fraction of the largest are preserved."""
+    """``nullspace`` one-step wrapper: C0 eigen-directions above this fraction of the largest are preserved."""
     rect_keep: float = 0.2
-    """RECT: fraction of update entries kept (largest |dW| / |W0|)."""
+    """``topk`` one-step wrapper: fraction of update entries kept (largest |dW| / |W0|)."""
     spread: bool = True
     """Divide each update by the number of selected candidates (MEMIT-style spreading)."""
     reward: str = "edit"

@@ -103,7 +103,7 @@ def test_eval_writes_config_protocol_and_curve(tmp_path, capsys):
         "--edits-per-step",
         "2",
         "--editor",
-        "memit+alphaedit",
+        "covariance+nullspace",
         "--seed",
         "3",
         "--no-extended",
@@ -112,7 +112,7 @@ def test_eval_writes_config_protocol_and_curve(tmp_path, capsys):
     ]
     assert main(argv) == 0
     result = json.loads(out_json.read_text())
-    assert result["config"]["editor"] == "memit+alphaedit" and result["config"]["edits_per_step"] == 2
+    assert result["config"]["editor"] == "covariance+nullspace" and result["config"]["edits_per_step"] == 2
     assert result["seed"] == 3 and "timings" in result["protocol"] and len(result["curve"]) == 2
     assert result["curve"][-1]["edit_index"] == 4 and result["layers_touched_per_edit"] == pytest.approx(1.5)
     assert "fluency" not in result["final"] and result["seconds_per_edit"] > 0

@@ -287,7 +287,7 @@ def test_blown_up_update_is_rolled_back_and_ends_the_episode():
 
 
 def test_pickle_rebuilds_the_editor_around_the_new_model():
-    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4, editor="ridge+alphaedit+rect").unwrapped
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4, editor="ridge+nullspace+topk").unwrapped
     env.reset(seed=0)
     env.step(all_candidates_action(env))
     clone = pickle.loads(pickle.dumps(env))

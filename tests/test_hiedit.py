@@ -212,7 +212,7 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
         (["--agents", "fixed:3@x"], "random:K, fixed:K and fixed:K@START"),
         (["--agents", "fixed:3@5"], "does not fit"),
         (["--agents", "hiedit:" + str(tmp_path)], "not a HiEdit checkpoint"),
-        (["--rules", "memit", "--agents", f"hiedit:{out}"], "trained over the rule 'ridge'"),
+        (["--rules", "covariance", "--agents", f"hiedit:{out}"], "trained over the rule 'ridge'"),
     ]:
         refused = subprocess.run([*table, *bad, *files], capture_output=True, text=True)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-500:]

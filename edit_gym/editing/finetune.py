@@ -48,8 +48,8 @@ def finetune_step(
                 if not torch.isfinite(loss):
                     fault = f"fine-tuning loss is not finite at step {it}"
                     break
-                first = float(loss) if it == 0 else first
-                last = float(loss)
+                first = float(loss.detach()) if it == 0 else first
+                last = float(loss.detach())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -8,15 +8,20 @@ it reaches it:
 |------------|-----------------------------------------------------------------|----------------------------|
 | `gradient` | -a G^T K (cross-talk between keys included)                     | none                       |
 | `ridge`    | D^T (K K^T + e^lam I)^-1 K (each key moves by ~D_i, no cross-talk) | none                    |
-| `memit`    | D^T K (lam C0 + K^T K)^-1: least change on ordinary text (C0)    | C0^-1 per candidate        |
+| `covariance` | D^T K (lam C0 + K^T K)^-1: least change on ordinary text (C0)  | C0^-1 per candidate        |
 
-Wrappers (``"memit+alphaedit"``, ``"ridge+rect+prune"``) act after the rule:
+These are the *one-step* rules: the target is one gradient step, not ROME / MEMIT's optimized
+value, so none of them is a paper's method (those are in :mod:`edit_gym.editing.methods`; until
+issue 19 ``covariance`` was called ``memit`` and the wrappers ``alphaedit``, ``rect``, ``prune``:
+:data:`LEGACY_NAMES` maps old result records to the new names).
+
+Wrappers (``"covariance+nullspace"``, ``"ridge+topk+spectral"``) act after the rule:
 
 | name        | effect                                                                                  |
 |-------------|-----------------------------------------------------------------------------------------|
-| `alphaedit` | P projects out the span of preserved keys (C0's principal directions and every key edited earlier in the episode); least-squares rules are re-solved on the projected keys (AlphaEdit's closed form, P in place of C0), others give dW <- dW P |
-| `rect`      | keep the top `rect_keep` fraction of entries by |dW| / |W0| (the rest set to 0)         |
-| `prune`     | after applying: singular values of the accumulated W - W0 above sigma_max(W0) shrink to sigma_max(W0) + ln(sigma / sigma_max(W0)) |
+| `nullspace` | P projects out the span of preserved keys (C0's principal directions and every key edited earlier in the episode); least-squares rules are re-solved on the projected keys (AlphaEdit's closed form, P in place of C0), others give dW <- dW P |
+| `topk`      | keep the top `rect_keep` fraction of entries by |dW| / |W0| (the rest set to 0)         |
+| `spectral`  | after applying: singular values of the accumulated W - W0 above sigma_max(W0) shrink to sigma_max(W0) + ln(sigma / sigma_max(W0)) |
 
 Rules return an :class:`Update`, a low-rank product ``left @ right`` (r = number of answer tokens)
 when they can, so the environment adds it with one fused ``addmm_``; ``dense`` otherwise. All math
@@ -115,7 +120,7 @@ class CovarianceRule:
     context: RuleContext
     step_size: float = 1.0
     cov_weight: float = 1.0
-    name: str = "memit"
+    name: str = "covariance"
     _inverse: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def inverse(self, j: int) -> torch.Tensor:
@@ -151,7 +156,7 @@ class AlphaEditWrapper:
     context: RuleContext
     null_threshold: float = 1e-2
     ridge_floor: float = ALPHA_RIDGE_FLOOR
-    name: str = "alphaedit"
+    name: str = "nullspace"
     _projector: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     _edited: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
@@ -175,13 +180,13 @@ class AlphaEditWrapper:
         return Update(update.left, self._project(j, update.right))
 
     def solve(self, j: int, keys: torch.Tensor, desired: torch.Tensor, log_lambda: float) -> Update:
-        """AlphaEdit's closed form, for the least-squares rules (``ridge``, ``memit``).
+        """AlphaEdit's closed form, for the least-squares rules (``ridge``, ``covariance``).
 
         min ||(dW P) K^T - D^T||^2 + e^lam ||dW P||^2 gives dW P = D^T K P (K^T K P + e^lam I)^-1, or by
         the push-through identity D^T (K P K^T + e^lam I)^-1 K P: a ridge solve on the projected keys.
         The projection takes over the role of MEMIT's C0 (that is the method: projecting a solve that
-        already weighs by C0^-1 would amplify exactly the directions P keeps), so ``memit+alphaedit``
-        and ``ridge+alphaedit`` are the same rule.
+        already weighs by C0^-1 would amplify exactly the directions P keeps), so ``covariance+nullspace``
+        and ``ridge+nullspace`` are the same rule.
 
         The ridge strength is at least ``ridge_floor`` times the keys' mean squared norm. A key
         that lies mostly in the preserved span leaves a small residual |kP|; with an absolute strength
@@ -225,17 +230,16 @@ class RectWrapper:
 
     context: RuleContext
     rect_keep: float = 0.2
-    name: str = "rect"
+    name: str = "topk"
 
     def transform(self, j: int, update: Update) -> Update:
+        from edit_gym.editing.restraints import rect_sparsify
+
         dense = update.matrix()
         cand = self.context.candidates[j]
         w0 = self.context.pristine[j]
         w0 = (w0.t() if cand.transposed else w0).to(dense.device).float()
-        rel = dense.abs() / (w0.abs() + 1e-8)
-        k = max(1, int(self.rect_keep * rel.numel()))
-        threshold = rel.flatten().kthvalue(rel.numel() - k + 1).values
-        return Update(dense=torch.where(rel >= threshold, dense, torch.zeros_like(dense)))
+        return Update(dense=rect_sparsify(dense, w0, self.rect_keep))
 
 
 @dataclass
@@ -243,7 +247,7 @@ class PruneWrapper:
     """Spectral restraint (PRUNE) of the accumulated change W - W0, applied after each update."""
 
     context: RuleContext
-    name: str = "prune"
+    name: str = "spectral"
     _bound: dict[int, float] = field(default_factory=dict, repr=False)
 
     def bound(self, j: int) -> float:
@@ -271,10 +275,19 @@ RuleFactory = Callable[[RuleContext, dict], Any]
 RULE_FACTORIES: dict[str, RuleFactory] = {
     "ridge": lambda ctx, p: RidgeRule(p.get("step_size", 1.0), p.get("log_lambda", 0.0)),
     "gradient": lambda ctx, p: GradientRule(p.get("step_size", 1.0)),
-    "memit": lambda ctx, p: CovarianceRule(ctx, p.get("step_size", 1.0), p.get("cov_weight", 1.0)),
+    "covariance": lambda ctx, p: CovarianceRule(ctx, p.get("step_size", 1.0), p.get("cov_weight", 1.0)),
 }
 BASE_RULES = RULE_FACTORIES.keys()  # plus "rledit:PATH", a trained hypernet (editing/hypernet.py)
-WRAPPERS = {"alphaedit", "rect", "prune"}
+WRAPPERS = {"nullspace", "topk", "spectral"}
+# one-step names before the faithful methods took the papers' names (old result records)
+LEGACY_NAMES = {"memit": "covariance", "alphaedit": "nullspace", "rect": "topk", "prune": "spectral"}
+
+
+def legacy_editor(spec: str) -> str:
+    """An editor spec of a record made before issue 19, in today's names (``memit+alphaedit`` ->
+    ``covariance+nullspace``); a learned rule's path is kept as it is."""
+    parts = _spec_parts(spec)
+    return "+".join(p if p.startswith("rledit:") else LEGACY_NAMES.get(p, p) for p in parts)
 
 
 def register_rule(name: str, factory: RuleFactory) -> None:
@@ -306,7 +319,7 @@ def learned_checkpoint(spec: str) -> str | None:
 
 
 class Editor:
-    """A base rule followed by zero or more wrappers, chosen by a spec like ``"memit+alphaedit"``."""
+    """A base rule followed by zero or more wrappers, chosen by a spec like ``"covariance+nullspace"``."""
 
     def __init__(self, spec: str, context: RuleContext, **params: float) -> None:
         parts = _spec_parts(spec)
@@ -337,9 +350,9 @@ class Editor:
             self.rule = RULE_FACTORIES[base](context, params)
         self.wrappers = []
         for name in parts[1:]:
-            if name == "alphaedit":
+            if name == "nullspace":
                 self.wrappers.append(AlphaEditWrapper(context, params.get("null_threshold", 1e-2)))
-            elif name == "rect":
+            elif name == "topk":
                 self.wrappers.append(RectWrapper(context, params.get("rect_keep", 0.2)))
             else:
                 self.wrappers.append(PruneWrapper(context))

@@ -1,0 +1,243 @@
+"""The named editors on the tiny model: target, keys, spreading, writes, restraints, and faults."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from conftest import weights_hash
+from edit_gym.actions import encode_action
+from edit_gym.data import EditRequest, InvalidRecordError
+from edit_gym.editing.keys import build_sites, read_sites
+from edit_gym.editing.methods import METHODS, method_params
+from edit_gym.editing.restraints import prune_singular_values, rect_sparsify
+from edit_gym.editing.spreading import shares
+from edit_gym.editing.targets import optimize_target
+from edit_gym.editing.write import AlphaEditWriter, CovarianceWriter, nullspace_projector
+
+
+@pytest.fixture(scope="module")
+def memit_env():
+    env = gym.make("LifelongEdit-Tiny-v0", editor="memit", num_edits=6, edits_per_step=1)
+    env.reset(seed=0)
+    return env
+
+
+def _requests(env, n):
+    u = env.unwrapped
+    return [u.requests[int(i)] for i in u._stream[:n]]
+
+
+def _band_action(env, band, coef=0.0):
+    u = env.unwrapped
+    mask = np.zeros(u.num_candidates, bool)
+    mask[band] = True
+    return encode_action(mask, np.full(u.num_candidates, coef), u.cfg.action_type, u.cfg.coef_levels)
+
+
+def test_optimized_target_reaches_the_target_token(memit_env):
+    u = memit_env.unwrapped
+    m = u.method
+    reqs = _requests(memit_env, 6)
+    sites = build_sites(u.encoder, reqs, m.templates(), "cpu")
+    before = optimize_target(u.model, m.ctx.blocks, 0, sites, {**m.params, "v_num_grad_steps": 1})
+    target = optimize_target(u.model, m.ctx.blocks, 0, sites, m.params)
+    assert not target.fault
+    converged = [i for i, nll in enumerate(target.nll) if nll < m.params["early_stop_nll"]]
+    assert len(converged) >= 3, target.nll  # block 0 of the tiny model: ~75% of requests
+    assert all(target.steps[i] < m.params["v_num_grad_steps"] - 1 for i in converged)  # stopped early
+    assert all(t < b for t, b in zip(target.nll, before.nll, strict=True))
+    # with delta at the site, the model's top-1 answer on each converged plain prompt is the target
+    block = m.ctx.blocks[0]
+    plains = sites.plain[converged]
+
+    def hook(_m, _a, out):
+        h = out.clone()
+        h[plains, sites.lookup[plains]] += target.delta[converged]
+        return h
+
+    handle = block.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = u.model(input_ids=sites.input_ids, attention_mask=sites.attention_mask).logits
+    finally:
+        handle.remove()
+    for plain in plains.tolist():
+        rows = sites.answer_mask[plain].nonzero()[:, 0]
+        assert torch.equal(logits[plain, rows].argmax(-1), sites.labels[plain, rows])
+
+
+def test_batched_target_equals_per_request(memit_env):
+    u = memit_env.unwrapped
+    m = u.method
+    reqs = _requests(memit_env, 3)
+    params = {**m.params, "v_num_grad_steps": 8, "early_stop_nll": 0.0}
+    templates = m.ctx.templates(2, 5)  # with context prefixes: several sequences per request
+    batched = optimize_target(u.model, m.ctx.blocks, 1, build_sites(u.encoder, reqs, templates, "cpu"), params)
+    for i, r in enumerate(reqs):
+        one = optimize_target(u.model, m.ctx.blocks, 1, build_sites(u.encoder, [r], templates, "cpu"), params)
+        torch.testing.assert_close(batched.delta[i], one.delta[0], rtol=1e-4, atol=1e-4)
+        assert batched.nll[i] == pytest.approx(one.nll[0], rel=1e-4, abs=1e-4)
+
+
+def test_early_stopping_is_per_request(memit_env):
+    u = memit_env.unwrapped
+    m = u.method
+    reqs = _requests(memit_env, 3)
+    sites = build_sites(u.encoder, reqs, m.templates(), "cpu")
+    target = optimize_target(u.model, m.ctx.blocks, 0, sites, m.params)
+    alone = [
+        optimize_target(u.model, m.ctx.blocks, 0, build_sites(u.encoder, [r], m.templates(), "cpu"), m.params)
+        for r in reqs
+    ]
+    assert target.steps == [a.steps[0] for a in alone]
+
+
+def test_spreading_over_one_candidate_is_romes_closed_form(memit_env):
+    u = memit_env.unwrapped
+    m = u.method
+    env_state = [c.param.detach().clone() for c in u.candidates]
+    req = _requests(memit_env, 1)
+    sites = build_sites(u.encoder, req, m.templates(), "cpu")
+    layer = 0
+    j = m.band()[0] if m.ctx.block_index[m.band()[0]] == layer else 0
+    target = optimize_target(u.model, m.ctx.blocks, layer, sites, m.params)
+    keys, now = read_sites(u.model, sites, [u.candidates[j].module], m.ctx.blocks[layer])
+    k, r = keys[0][0], (target.z - now)[0]
+    c0 = u._state.covariance()[j].double()
+    c0.diagonal().add_(1e-6 * float(c0.diagonal().mean()) + 1e-12)
+    ck = torch.linalg.solve(c0, k.double())
+    rome = torch.outer(r.double(), ck) / float(k.double() @ ck)  # ROME: (v* - W k) (C^-1 k)^T / (k^T C^-1 k)
+    writer = CovarianceWriter(u._state.covariance, lam=0.0)
+    ours = writer.solve(j, keys[0], r[None]).matrix().double()
+    torch.testing.assert_close(ours, rome, rtol=1e-4, atol=1e-6)
+    # written, the target block's output at the site is the target
+    with torch.no_grad():
+        u.candidates[j].add_(ours.float())
+        _, after = read_sites(u.model, sites, [u.candidates[j].module], m.ctx.blocks[layer])
+        torch.testing.assert_close(after[0], target.z[0], rtol=1e-4, atol=1e-3)
+        for c, w in zip(u.candidates, env_state, strict=True):
+            c.param.copy_(w)
+
+
+def test_alphaedit_leaves_preserved_keys_unchanged():
+    torch.manual_seed(0)
+    d_in, d_out = 24, 8
+    basis = torch.linalg.qr(torch.randn(d_in, d_in))[0]
+    spectrum = torch.cat([torch.full((16,), 10.0), torch.full((8,), 1e-4)])
+    c0 = (basis * spectrum) @ basis.T
+    writer = AlphaEditWriter(lambda: [c0], l2=1.0, rule="energy", value=1e-3)
+    preserved = basis[:, :16].T  # C0's principal directions
+    keys, resid = torch.randn(2, d_in), torch.randn(2, d_out)
+    dw = writer.solve(0, keys, resid).matrix()
+    assert float((dw @ preserved.T).abs().max()) < 1e-5 * float(dw.abs().max())
+    # the earlier edited keys: a hard constraint in "project" mode ...
+    hard = AlphaEditWriter(lambda: [c0], l2=1.0, rule="energy", value=1e-3, kp_mode="project")
+    hard.record(0, keys)
+    later = hard.solve(0, torch.randn(1, d_in), torch.randn(1, d_out)).matrix()
+    assert float((later @ keys.T).abs().max()) < 1e-5 * float(later.abs().max())
+    # ... and the paper's least-squares term in "penalty" mode: they move less than with no memory
+    fresh = AlphaEditWriter(lambda: [c0], l2=1.0, rule="energy", value=1e-3)
+    new_keys, new_resid = torch.randn(1, d_in), torch.randn(1, d_out)
+    writer.record(0, keys)
+    remembered = writer.solve(0, new_keys, new_resid).matrix()
+    forgetful = fresh.solve(0, new_keys, new_resid).matrix()
+    assert float((remembered @ keys.T).norm()) < float((forgetful @ keys.T).norm())
+
+
+def test_nullspace_projector_energy_rule():
+    c0 = torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.5, 0.01]))
+    p = nullspace_projector(c0, "energy", 0.02)  # 0.01 + 0.5 + 1.0 = 1.51 <= 2.23: three directions
+    assert torch.allclose(p, torch.diag(torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])))
+    assert torch.allclose(nullspace_projector(c0, "absolute", 0.02), torch.diag(torch.tensor([0.0, 0, 0, 0, 1])))
+    with pytest.raises(ValueError, match="unknown null-space rule"):
+        nullspace_projector(c0, "spectral", 0.1)
+
+
+def test_restraints_by_hand():
+    w0 = torch.ones(2, 3)
+    dw = torch.tensor([[0.1, -0.5, 0.2], [0.05, 0.3, -0.01]])
+    kept = rect_sparsify(dw, w0, keep=2 / 6)
+    assert torch.equal(kept, torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.3, 0.0]]))
+    delta = torch.diag(torch.tensor([5.0, 0.5]))
+    out = prune_singular_values(delta, bound=1.0)
+    torch.testing.assert_close(torch.linalg.svdvals(out), torch.tensor([1.0 + math.log(5.0), 0.5]), rtol=1e-5, atol=1e-6)
+
+
+def test_shares_map():
+    assert shares([0.0, 0.0, 0.0], 10.0) == pytest.approx([1 / 3, 1 / 2, 1.0])  # MEMIT at coefficient 0
+    assert shares([1.0, -1.0], 10.0) == pytest.approx([1.0, 0.1])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_edits_the_tiny_model(name):
+    env = gym.make("LifelongEdit-Tiny-v0", editor=name, num_edits=2)
+    u = env.unwrapped
+    env.reset(seed=0)
+    before = weights_hash(env)
+    _, reward, _, _, info = env.step(_band_action(env, u.method.band()))
+    assert not info["fault"], info["fault"]
+    assert np.isfinite(reward) and weights_hash(env) != before
+    assert info["edited_candidates"] == u.method.band()
+
+
+def test_methods_params_are_data_and_checked():
+    p = method_params("memit", "smollm2-135m", 30, 1536)
+    assert p["band"] == [3, 4, 5, 6, 7] and p["lam"] == pytest.approx(15000 * 1536 / 16384)
+    assert method_params("rome", "some/model", 28, 4096)["band"] == [8]  # one layer, MEMIT's recipe top
+    with pytest.raises(ValueError, match="unknown key"):
+        method_params("memit", "tiny", 6, 128, {"v_lrr": 0.1})
+    with pytest.raises(ValueError, match="target must be one of"):
+        method_params("memit", "tiny", 6, 128, {"target": "magic"})
+    with pytest.raises(ValueError, match="no target stage"):
+        method_params("ft-l", "tiny", 6, 128, {"target": "optimized"})
+
+
+def test_a_diverging_target_is_rolled_back_with_the_reason():
+    env = gym.make(
+        "LifelongEdit-Tiny-v0",
+        editor="memit",
+        num_edits=4,
+        editor_params={"v_lr": 1e30, "clamp_norm_factor": float("inf")},
+    )
+    u = env.unwrapped
+    env.reset(seed=0)
+    before = weights_hash(env)
+    state = u.method.snapshot()
+    _, reward, terminated, _, info = env.step(_band_action(env, u.method.band()))
+    assert "diverged" in info["fault"] or "not finite" in info["fault"]
+    assert "rolled back" in info["fault"] and terminated and reward == -u.cfg.max_loss
+    assert weights_hash(env) == before and u.method.snapshot().keys() == state.keys()
+
+
+def test_bad_records_are_refused_naming_them(memit_env):
+    u = memit_env.unwrapped
+    with pytest.raises(InvalidRecordError, match="r7"):
+        EditRequest(prompt="The capital of France is", subject="Spain", target_new="Rome", uid="r7")
+    from edit_gym.tokens import EmptyAnswerError, PairEncoder
+
+    class Dropping(PairEncoder):  # a tokenizer without the character "∅"
+        def ids(self, text, *, answer):
+            if answer and text.strip() == "∅":
+                raise EmptyAnswerError("answer '∅' tokenizes to no token")
+            return super().ids(text, answer=answer)
+
+    empty = EditRequest(prompt="The capital of France is", subject="France", target_new="∅", uid="r8")
+    with pytest.raises(InvalidRecordError, match="record 'r8': field 'target_new'"):
+        build_sites(Dropping(u.encoder.tokenizer), [empty], ["{}"], "cpu")
+
+
+def test_the_band_agent_selects_the_method_band(memit_env):
+    from agents.baselines import BandAgent
+
+    u = memit_env.unwrapped
+    obs, _ = memit_env.reset(seed=1)
+    action, _ = BandAgent(memit_env).predict(obs)
+    from edit_gym.actions import decode_action
+
+    mask, _ = decode_action(action, u.cfg.action_type, u.num_candidates, u.cfg.coef_levels, u.cfg.budget)
+    assert np.flatnonzero(mask).tolist() == u.method.band()
