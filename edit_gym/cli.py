@@ -1,7 +1,7 @@
 """The ``edit-gym`` command: ``envs`` lists the ids, ``demo`` runs the README's main job.
 
 edit-gym envs
-edit-gym demo [--env LifelongEdit-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--seed 0] [--out runs/demo]
+edit-gym demo [--env LifelongEdit-OneStep-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--seed 0] [--out runs/demo]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym plot RUN.json [--out DIR]
 edit-gym bench [--ids ID ...] [--model tiny] [--editors RULE ...] [--cost-edits N] [--json OUT]
@@ -490,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the main job: train RLEdit briefly, then compare it with the rule it learns from on a "
         "held-out stream",
     )
-    demo.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
+    demo.add_argument(
+        "--env", default="LifelongEdit-OneStep-v0", help="environment id (default: %(default)s, RLEdit's one-step world)"
+    )
     demo.add_argument(
         "--agent",
         default="all",
@@ -620,7 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--timesteps", type=int, default=1024, help="hiedit: env steps to train (default: %(default)s)"
     )
-    tr.add_argument("--env", default="LifelongEdit-v0", help="environment id (default: %(default)s)")
+    tr.add_argument(
+        "--env", default="LifelongEdit-OneStep-v0", help="environment id (default: %(default)s, the one-step rule)"
+    )
     tr.add_argument("--dataset", help="training data: built-in name, local JSON file, or datasets source")
     tr.add_argument("--sequences", type=int, default=50, help="training sequences (default: %(default)s)")
     tr.add_argument(

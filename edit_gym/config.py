@@ -37,7 +37,7 @@ class EnvConfig:
     """Coefficient -1 / 0 / +1 scales the update by 1/coef_range / 1 / coef_range."""
     coef_levels: int = 5
     """Coefficient levels of the ``multidiscrete`` action type."""
-    editor: str = "ridge"
+    editor: str = "alphaedit"
     """What writes the edits. A named method (``rome``, ``memit``, ``alphaedit``, ``prune``, ``rect``,
     ``ft-l``, ``ultraedit``: :mod:`edit_gym.editing.methods`), whose target is spread over the
     selected candidates; or a one-step rule (``ridge``, ``gradient``, ``covariance``, optionally

@@ -447,7 +447,7 @@ class LifelongEditEnv(gym.Env):
         if self._rule.needs_covariance:
             self._state.covariance()  # computed once, on pristine weights
         self._rule.prepare()
-        self._stream = self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
+        self._stream = self._draw_stream(options)
         self._ensure_references(self._stream.tolist())
         self._t = 0
         n = self.num_candidates
@@ -463,6 +463,25 @@ class LifelongEditEnv(gym.Env):
         self._cap = self._capture(0)
         self._ready = True
         return self._observation(), {"edit_index": 0, "num_requests": len(self._requests)}
+
+    def _draw_stream(self, options: dict | None) -> np.ndarray:
+        """The episode's request order: ``options["stream"]`` (request indices) if given, else seeded."""
+        stream = (options or {}).get("stream")
+        if stream is None:
+            return self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
+        order = np.asarray(stream)
+        if (
+            order.ndim != 1
+            or len(order) != self.cfg.num_edits
+            or not np.issubdtype(order.dtype, np.integer)
+            or len(set(order.tolist())) != len(order)
+            or (len(order) and (order.min() < 0 or order.max() >= len(self._requests)))
+        ):
+            raise ValueError(
+                f"options['stream'] must be {self.cfg.num_edits} distinct request indices in "
+                f"[0, {len(self._requests)}), got {stream!r}"
+            )
+        return order.astype(np.int64)
 
     def _scales(self, mask: np.ndarray, coef: np.ndarray) -> np.ndarray:
         """Per-candidate update scale: step * coef_range ** coef, spread over the selection, 0 if unselected."""
@@ -713,13 +732,17 @@ class LifelongEditEnv(gym.Env):
         self._kl_sum += metrics["kl"]
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, which: str = "edited", *, extended: bool = False) -> dict[str, float]:
+    def evaluate(self, which: str = "edited", *, extended: bool = False, wild: bool = False) -> dict[str, float]:
         """Scores of the current weights on the episode's requests (see :mod:`edit_gym.evaluation`).
 
         ``which="edited"``: the requests applied so far (final timing when called at the end),
         with ``retention_first_n`` over the first ``FIRST_N`` of them; ``"stream"``: every request
         of the episode (call right after ``reset`` for the pre-edit row). ``extended=True`` adds
         fluency (greedy generations) and the perplexity probe, which cost generation passes.
+        ``wild=True`` adds the generation-based protocol (:mod:`edit_gym.wild`, ``wild_*`` keys):
+        greedy answers to the edit prompts, paraphrases and neighbourhood prompts, scored by exact
+        match and token F1 against the target (neighbourhood: against the pre-edit model's own
+        answers, generated once on pristine weights).
         """
         from edit_gym.evaluation import fluency, perplexity, score_requests
 
@@ -731,11 +754,37 @@ class LifelongEditEnv(gym.Env):
         device, enc = self._state.backbone.device, self._state.encoder
         reqs = [self._requests[i] for i in idx]
         out = score_requests(self.model, enc, reqs, [self._references[i] for i in idx], device)
+        tok = self._state.backbone.tokenizer
         if extended:
-            tok = self._state.backbone.tokenizer
             out["fluency"] = fluency(self.model, tok, [r.prompt for r in reqs[:32]], device)
             out["perplexity"] = perplexity(self.model, self._heldout_samples(), device)
+        if wild:
+            out.update(self._wild_scores(idx))
         return out
+
+    def _wild_scores(self, idx: list[int]) -> dict[str, float]:
+        from edit_gym.wild import reference_generations, wild_scores
+
+        reqs = [self._requests[i] for i in idx]
+        probes = [p.prompt for r in reqs for p in r.neighbourhood]
+        cache = self.__dict__.setdefault("_wild_references", {})
+        missing = sorted({p for p in probes if p not in cache})
+        tok, device = self._state.backbone.tokenizer, self._state.backbone.device
+        if missing:
+            with self._state.at_pristine():
+                cache.update(zip(missing, reference_generations(self.model, tok, missing, device), strict=True))
+        para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
+        return wild_scores(
+            self.model,
+            tok,
+            device,
+            edit_prompts=[r.prompt for r in reqs],
+            targets=[r.target_new for r in reqs],
+            paraphrase_prompts=[p for p, _ in para],
+            paraphrase_targets=[t for _, t in para],
+            locality_prompts=probes,
+            locality_references=[cache[p] for p in probes],
+        )
 
     def _applied(self) -> list[int]:
         """Request indices of the edits applied so far, in stream order."""

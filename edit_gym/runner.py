@@ -31,6 +31,9 @@ CURVE_KEYS = (
 )
 
 
+TARGET_KEYS = ("target_layer", "target_nll", "target_steps", "target_seconds")  # named methods' steps
+
+
 def run_episode(
     env: Any,
     agent: Any,
@@ -41,6 +44,8 @@ def run_episode(
     before: dict | None = None,
     retention_points: int = 0,
     samples: int = 0,
+    wild: bool = False,
+    options: dict | None = None,
 ) -> dict:
     """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not).
 
@@ -49,14 +54,18 @@ def run_episode(
     made so far at K evenly spaced steps (the last one after the stream): row r of
     ``result["retention"]["efficacy"]`` holds edit i's efficacy after edit
     ``result["retention"]["after_edit"][r]``. ``samples=S`` records the greedy outputs on the
-    first S prompts before and after the stream. Neither changes the edits, only adds passes.
+    first S prompts before and after the stream. ``wild=True`` adds the generation-based scores
+    (``wild_*``, :mod:`edit_gym.wild`) before and after. None of these changes the edits, only adds
+    passes. ``options`` go to ``env.reset`` (e.g. ``{"stream": [...]}``, a fixed request order).
     """
     if retention_points < 0 or samples < 0:
         raise ValueError(f"retention_points and samples must be >= 0, got {retention_points}, {samples}")
+    from edit_gym.wild import WILD_PROTOCOL
+
     inner = env.unwrapped
-    obs, _ = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed, options=options)
     if before is None:
-        before = inner.evaluate("stream", extended=extended)
+        before = inner.evaluate("stream", extended=extended, wild=wild)
     outputs_before = inner.sample_outputs(samples) if samples else []
     steps = inner.num_steps
     checkpoints = {-(-r * steps // retention_points) for r in range(1, retention_points + 1)}
@@ -78,6 +87,7 @@ def run_episode(
                     **{k: float(info[k] if k != "reward" else reward) for k in CURVE_KEYS},
                     "edited_candidates": list(info["edited_candidates"]),
                     "coef_magnitude": float(info["coef_magnitude"]),
+                    **{k: float(info[k]) for k in TARGET_KEYS if k in info},
                 }
             )
             if len(curve) in checkpoints or (retention_points and info.get("fault")):
@@ -87,7 +97,7 @@ def run_episode(
             bar.set_postfix(eff=f"{info['efficacy']:.2f}", loss=f"{info['edit_loss_after']:.2f}")
             if info.get("fault"):
                 break
-    final = inner.evaluate("edited", extended=extended)
+    final = inner.evaluate("edited", extended=extended, wild=wild)
     edits = curve[-1]["edit_index"] if curve else 0
     outputs_after = inner.sample_outputs(samples) if samples else []
     sample_rows = [
@@ -104,6 +114,7 @@ def run_episode(
         "seed": seed,
         "protocol": {
             **PROTOCOL,
+            **(WILD_PROTOCOL if wild else {}),
             "retention_first_n": f"final efficacy of the first {FIRST_N} edits",
             "timings": ["immediate", "final"],
         },

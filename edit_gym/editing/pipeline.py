@@ -101,11 +101,13 @@ class MethodEditor:
 
     def prepare(self) -> None:
         """Per-candidate closed-form state of the band (so set-up is not counted as edit time)."""
+        blocks = set(self.params["band"])
+        band = [j for j, b in enumerate(self.ctx.block_index) if b in blocks]
         if isinstance(self.writer, CovarianceWriter):
-            for j in self.band():
+            for j in band:
                 self.writer.inverse(j)
         elif isinstance(self.writer, AlphaEditWriter):
-            for j in self.band():
+            for j in band:
                 self.writer.projector(j)
         if self.method.target != "none":
             self.templates()

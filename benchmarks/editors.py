@@ -1,0 +1,293 @@
+"""The named editors measured: single edits on the pristine model, sequential streams, one table.
+
+    # single edits, first 100 CounterFact test records in file order, each from the pristine model
+    python benchmarks/editors.py single --editors rome memit alphaedit --records 100
+    # sequential streams (band agent: the method's own layers), both protocols recorded
+    python benchmarks/editors.py stream --editors memit alphaedit --edits 100 --seeds 0 1 2 --wild
+    # docs/editors.md from every run file under results/editors/
+    python benchmarks/editors.py table
+
+Every run writes one JSON file under ``results/editors/`` (atomically, named by what it ran), so
+a long queue keeps what it finished and no file grows without bound; ``table`` reads them all.
+Single edits batch the *target* stage over ``--batch`` records (each request's target is the one a
+one-at-a-time run gives: tests/test_methods.py) and write each edit alone into pristine weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edit_gym.cache import atomic_write_text
+from edit_gym.stats import interval
+
+ROOT = Path(__file__).resolve().parents[1]
+COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
+RESULTS = ROOT / "results" / "editors"
+SINGLE_METRICS = ("efficacy_score", "efficacy", "paraphrase_score", "generalization", "neighbourhood_score", "specificity")
+STREAM_METRICS = (
+    "efficacy_score",
+    "paraphrase_score",
+    "neighbourhood_score",
+    "efficacy",
+    "generalization",
+    "specificity",
+    "retention_first_n",
+    "wild_efficacy_em",
+    "wild_efficacy_f1",
+    "wild_generalization_f1",
+    "wild_specificity_f1",
+)
+
+
+def _data_name(source: str) -> str:
+    return "facts" if source == "facts" else Path(source).stem
+
+
+def _command() -> str:
+    return "python benchmarks/editors.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _env(args, editor: str, num_edits: int, edits_per_step: int):
+    from edit_gym.env import LifelongEditEnv
+
+    params = json.loads(args.editor_params) if args.editor_params else None
+    return LifelongEditEnv(
+        model=args.model,
+        dataset=args.data,
+        editor=editor,
+        num_edits=num_edits,
+        edits_per_step=edits_per_step,
+        known_only=False if args.data != "facts" else None,
+        editor_params=params,
+        final_eval=False,
+    )
+
+
+def single(args) -> None:
+    """Each of the first ``--records`` records edited alone into the pristine model."""
+    from edit_gym.editing.keys import build_sites
+    from edit_gym.editing.pipeline import Plan
+    from edit_gym.editing.targets import Target
+    from edit_gym.evaluation import score_requests
+
+    for editor in args.editors:
+        env = _env(args, editor, args.records, 1)
+        env.reset(seed=0, options={"stream": list(range(args.records))})
+        method, state = env.method, env._state
+        band = method.band()
+        zeros = np.zeros(len(band))
+        rows: list[dict] = []
+        start = time.perf_counter()
+        for at in range(0, args.records, args.batch):
+            reqs = [env.requests[i] for i in range(at, min(at + args.batch, args.records))]
+            state.restore()
+            plan = method.plan(reqs, band) if method.method.target != "none" else Plan(reqs)
+            for i, r in enumerate(reqs):
+                state.restore()
+                method.reset()
+                sub = Plan([r])
+                if plan.target is not None:
+                    t = plan.target
+                    sub.sites = build_sites(env.encoder, [r], method.templates(), env.device)
+                    sub.target = Target(t.layer, t.z[i : i + 1], t.delta[i : i + 1], t.h[i : i + 1], [t.nll[i]], [t.steps[i]])
+                    if t.fault:
+                        rows.append({"uid": r.uid, "fault": t.fault})
+                        continue
+                    capture = None
+                else:
+                    batch = env.encoder.encode([(r.prompt, r.target_new)], device=env.device)
+                    from edit_gym.editing.capture import capture as run_capture
+
+                    capture = run_capture(env.model, env.candidates, batch)
+                with torch.no_grad():
+                    method.apply(sub, band, zeros, env.cfg.coef_range, capture)
+                scores = score_requests(env.model, env.encoder, [r], [env._references[at + i]], env.device)
+                rows.append({"uid": r.uid, **scores, **({"target_nll": t.nll[i]} if plan.target else {})})
+            print(f"{editor}: {len(rows)}/{args.records}", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - start
+        state.restore()
+        summary = {m: interval([r[m] for r in rows if m in r]) for m in SINGLE_METRICS if any(m in r for r in rows)}
+        record = {
+            "kind": "single",
+            "command": _command(),
+            "model": args.model,
+            "data": _data_name(args.data),
+            "editor": editor,
+            "params": {k: v for k, v in method.params.items() if not callable(v)},
+            "band": [env.candidate_names[j] for j in band],
+            "records": args.records,
+            "faults": sum(1 for r in rows if "fault" in r),
+            "summary": summary,
+            "seconds_per_edit": seconds / args.records,
+            "rows": rows,
+            "machine": _machine(),
+        }
+        path = RESULTS / f"single-{args.model}-{_data_name(args.data)}-{args.records}-{editor}.json"
+        atomic_write_text(path, json.dumps(record, indent=1))
+        cells = ", ".join(f"{m} {100 * v:.1f} +- {100 * h:.1f}" for m, (v, h) in summary.items())
+        print(f"{editor}: {cells}; {seconds / args.records:.2f} s per edit -> {path}")
+
+
+def _machine() -> str:
+    return f"{platform.platform()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def stream(args) -> None:
+    """Sequential streams of ``--edits`` edits, ``--edits-per-step`` at a time, on the same weights."""
+    from agents.baselines import AllCandidatesAgent, BandAgent
+    from edit_gym.runner import run_episode
+
+    for editor in args.editors:
+        for seed in args.seeds:
+            env = _env(args, editor, args.edits, args.edits_per_step)
+            agent = BandAgent(env) if env.method is not None else AllCandidatesAgent(env)
+            agent_name = "band" if env.method is not None else "all"
+            name = f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}-{agent_name}-s{seed}.json"
+            path = RESULTS / name
+            if path.exists() and not args.force:
+                print(f"{path} exists (--force reruns it)")
+                continue
+            start = time.perf_counter()
+            result = run_episode(env, agent, seed, extended=True, progress=args.progress, wild=args.wild)
+            result.update(
+                {
+                    "kind": "stream",
+                    "command": _command(),
+                    "data": _data_name(args.data),
+                    "editor": editor,
+                    "agent": agent_name,
+                    "params": dict(env.method.params) if env.method is not None else {},
+                    "wall_seconds": time.perf_counter() - start,
+                    "machine": _machine(),
+                }
+            )
+            atomic_write_text(path, json.dumps(result))
+            fin = result["final"]
+            cells = ", ".join(f"{m} {100 * fin[m]:.1f}" for m in STREAM_METRICS if m in fin)
+            print(f"{editor} seed {seed}: {cells}; ppl {fin.get('perplexity', float('nan')):.2f}; "
+                  f"{result['seconds_per_edit']:.2f} s/edit; fault {result['fault']!r} -> {path}", flush=True)
+
+
+def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "-"
+    mean, half = interval(values)
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * half:.{digits}f}" if len(values) > 1 else "")
+
+
+def table(args) -> None:
+    """docs/editors.md from every run file under results/editors/."""
+    files = sorted(RESULTS.glob("*.json"))
+    runs = [json.loads(f.read_text()) for f in files]
+    singles = [r for r in runs if r.get("kind") == "single"]
+    streams = [r for r in runs if r.get("kind") == "stream"]
+    lines = [
+        "# The named editors, measured",
+        "",
+        "Generated by `python benchmarks/editors.py table` from the run files in `results/editors/`;",
+        "each file records the command that made it. Scores in %, mean ± 95% t-interval over what the",
+        "row says. Protocols: *probability* scores are CounterFact's (MEMIT / AlphaEdit tables): efficacy",
+        "score = p(new) > p(true) on the prompt, paraphrase score the same on paraphrases, neighbourhood",
+        "score = p(true) > p(new) on other subjects of the same relation (mean per-token log-probs);",
+        "*teacher-forced* token scores (EasyEdit's): eff / gen = top-1 of every target token; spec =",
+        "agreement with the pre-edit model on the record's locality prompts (for KnowEdit CounterFact:",
+        "the same subject under other relations, *relation specificity*); *generation* (in the wild,",
+        "arXiv 2502.11177): greedy answers with natural stopping, exact match (EM) and token F1.",
+        "",
+    ]
+    if singles:
+        lines += [
+            "## Single edits on the pristine model",
+            "",
+            "| model | data | editor | records | band | eff. score | token eff | para. score | token gen | neigh. score | spec | s/edit | faults |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(singles, key=lambda r: (r["model"], r["data"], r["editor"])):
+            rows = [x for x in r["rows"] if "fault" not in x]
+            cells = [_cell([x[m] for x in rows if m in x]) for m in SINGLE_METRICS]
+            blocks = [n.split(".")[2] for n in r["band"]]
+            lines.append(
+                f"| {r['model']} | {r['data']} | {r['editor']} | {r['records']} | {','.join(blocks)} | "
+                + " | ".join(cells)
+                + f" | {r['seconds_per_edit']:.2f} | {r['faults']} |"
+            )
+        lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in singles})), ""]
+    if streams:
+        lines += [
+            "## Sequential streams",
+            "",
+            "Final timing (after the whole stream), over stream seeds; ppl = perplexity of the pre-edit",
+            "model's own held-out samples (`before` row: the unedited model); s/edit = wall-clock on this",
+            "machine, shared with other runs.",
+            "",
+            "| model | data | edits | editor | seeds | faults | eff. score | para. score | neigh. score | token eff | token gen | spec | ret@10 | wild eff EM | wild eff F1 | wild gen F1 | wild spec F1 | ppl | s/edit |",
+            "|---|---|---|---|---|---|" + "---|" * 13,
+        ]
+        groups: dict[tuple, list[dict]] = {}
+        for r in streams:
+            cfg = r["config"]
+            key = (cfg["model"], r["data"], cfg["num_edits"], cfg["edits_per_step"])
+            groups.setdefault(key, []).append(r)
+        for key in sorted(groups):
+            rs = groups[key]
+            before = rs[0]["before"]
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | before | - | - | "
+                + " | ".join(_cell([before[m]]) if m in before else "-" for m in STREAM_METRICS)
+                + f" | {before.get('perplexity', float('nan')):.2f} | - |"
+            )
+            by_editor: dict[str, list[dict]] = {}
+            for r in rs:
+                by_editor.setdefault(r["editor"], []).append(r)
+            for editor, er in sorted(by_editor.items()):
+                faults = sum(1 for r in er if r["fault"])
+                ok = [r for r in er if not r["fault"]]
+                cells = [_cell([r["final"][m] for r in ok if m in r["final"]]) for m in STREAM_METRICS]
+                ppl = _cell([r["final"]["perplexity"] for r in ok if "perplexity" in r["final"]], 1.0, 2)
+                spe = _cell([r["seconds_per_edit"] for r in er], 1.0, 2)
+                lines.append(
+                    f"| {key[0]} | {key[1]} | {key[2]} | {editor} | {','.join(str(r['seed']) for r in er)} | {faults} | "
+                    + " | ".join(cells)
+                    + f" | {ppl} | {spe} |"
+                )
+        lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in streams})), ""]
+    out = ROOT / "docs" / "editors.md"
+    atomic_write_text(out, "\n".join(lines))
+    print(f"wrote {out} from {len(files)} run files")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("single", "stream"):
+        p = sub.add_parser(name)
+        p.add_argument("--editors", nargs="+", required=True)
+        p.add_argument("--model", default="smollm2-135m")
+        p.add_argument("--data", default=str(COUNTERFACT_TEST))
+        p.add_argument("--editor-params", default=None, help="JSON overrides of the method's hyper-parameters")
+    sub.choices["single"].add_argument("--records", type=int, default=100)
+    sub.choices["single"].add_argument("--batch", type=int, default=10)
+    st = sub.choices["stream"]
+    st.add_argument("--edits", type=int, default=100)
+    st.add_argument("--edits-per-step", type=int, default=10)
+    st.add_argument("--seeds", type=int, nargs="+", default=[0])
+    st.add_argument("--wild", action="store_true", help="also record the generation-based protocol")
+    st.add_argument("--force", action="store_true")
+    st.add_argument("--progress", action="store_true")
+    sub.add_parser("table")
+    args = parser.parse_args()
+    {"single": single, "stream": stream, "table": table}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
