@@ -255,6 +255,14 @@ class LifelongEditEnv(gym.Env):
                 f"editor_params and target apply to the named methods ({', '.join(sorted(METHODS))}), "
                 f"not to the one-step rule {self.cfg.editor!r}"
             )
+        try:
+            return self._one_step_editor()
+        except ValueError as err:
+            if str(err).startswith("unknown editor"):
+                raise ValueError(f"{err}; named methods: {', '.join(sorted(METHODS))}") from None
+            raise
+
+    def _one_step_editor(self) -> Editor:
         return Editor(
             self.cfg.editor,
             self._state.rule_context(),

@@ -108,9 +108,17 @@ METHODS: dict[str, Method] = {
 # What was measured on a built-in backbone (benchmarks/band_sweep.py, docs/editors.md): the band
 # (block indices) and the values that do not carry over from the papers' 1.5-8B models.
 BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    # SmolLM2-135M: 10 train-split requests at block 7, 25 steps (benchmarks/target_sweep.py):
+    # lr 0.5 / clamp 0.75 (MEMIT's GPT-J values) converge 30%, median NLL 0.14; lr 1.0 / clamp 4
+    # 60%, all below 0.5. Five 10-token prefixes cost 20 s per edit on 2 cores, two 5-token ones 4.8 s.
     "smollm2-135m": {
-        "*": {"band": [3, 4, 5, 6, 7]},
+        "*": {"band": [3, 4, 5, 6, 7], "v_lr": 1.0, "clamp_norm_factor": 4.0, "templates": 2, "template_length": 5},
         "rome": {"band": [7]},
+        # single edits, 10 train-split records, `benchmarks/editors.py single --editors ultraedit
+        # --records 10 --data .../knowedit_counterfact_train.json --editor-params '{"ultra_lr": LR}'`:
+        # token efficacy / specificity 25 / 100 (3e-5), 46 / 89 (1e-4), 44 / 64 (3e-4), 39 / 40
+        # (1e-3), 0 / 2 (1e-2); the authors' 1e-6 (7-8B models) does not move this one
+        "ultraedit": {"ultra_lr": 1e-4},
     },
     # the tiny model (6 blocks, trained on the facts alone) routes a subject only through block 0:
     # an optimized delta at block 0 reaches the target for 75% of requests, at block 1 for 15%, at
