@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import weights_hash
+from tests.conftest import weights_hash
 from edit_gym.actions import encode_action
 from edit_gym.data import EditRequest, InvalidRecordError
 from edit_gym.editing.keys import build_sites, read_sites

@@ -121,14 +121,19 @@ class AlphaEditWriter:
         return p
 
     def solve(self, j: int, keys: torch.Tensor, resid: torch.Tensor) -> Update:
-        p = self._p(j, keys.device).double()
-        m = keys.double().T @ keys.double()
+        """(P (K^T K + K_p^T K_p) + L2 I)^-1 P K^T R, as AlphaEdit's code solves it (d_in x d_out).
+
+        The exact solution lies in P's range (X = P (B - M X) / L2); the float32 solve is projected
+        once more so rounding cannot leak outside it (the preserved keys stay exactly untouched).
+        """
+        p = self._p(j, keys.device)
+        m = keys.T @ keys
         if j in self._edited:
-            m = m + self._edited[j].to(keys.device).double()
+            m = m + self._edited[j].to(keys.device)
         lhs = p @ m
         lhs.diagonal().add_(self.l2)
-        rhs = p @ keys.double().T @ resid.double()  # d_in x d_out
-        return Update(dense=torch.linalg.solve(lhs, rhs).T.float())
+        rhs = p @ (keys.T @ resid)  # d_in x d_out
+        return Update(dense=(p @ torch.linalg.solve(lhs, rhs)).T)
 
     def record(self, j: int, keys: torch.Tensor) -> None:
         """Once a step is kept: its keys join K_p (AlphaEdit's cache_c)."""
