@@ -90,7 +90,9 @@ class BandAgent(_MaskAgent):
             )
         self.band = method.band()
         if self.budget is not None and len(self.band) > self.budget:
-            raise ValueError(f"the method's band has {len(self.band)} candidates, above the env's budget {self.budget}")
+            raise ValueError(
+                f"the method's band has {len(self.band)} candidates, above the env's budget {self.budget}"
+            )
 
     def choose(self, obs: dict) -> np.ndarray:
         mask = np.zeros(self.num_candidates, dtype=bool)

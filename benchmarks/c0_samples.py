@@ -56,7 +56,9 @@ def sample(backbone, count: int, length: int, seed: int, batch: int = 64) -> tor
 def keys(backbone, modules, ids: torch.Tensor, batch: int = 32) -> list[torch.Tensor]:
     rows: list[list[torch.Tensor]] = [[] for _ in modules]
     hooks = [
-        m.register_forward_hook(lambda _m, a, _o, j=j: rows[j].append(a[0].reshape(-1, a[0].shape[-1]).float()))
+        m.register_forward_hook(
+            lambda _m, a, _o, j=j: rows[j].append(a[0].reshape(-1, a[0].shape[-1]).float())
+        )
         for j, m in enumerate(modules)
     ]
     try:
@@ -74,10 +76,14 @@ def main() -> None:
     from edit_gym.editing.methods import method_params
     from edit_gym.editing.write import nullspace_projector
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tokens", type=int, nargs="+", default=[768, 1536, 3072, 6144, 12288, 24576])
-    parser.add_argument("--energy", type=float, default=None, help="null-space energy fraction (default: alphaedit's)")
+    parser.add_argument(
+        "--energy", type=float, default=None, help="null-space energy fraction (default: alphaedit's)"
+    )
     parser.add_argument("--length", type=int, default=48)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args()
@@ -99,7 +105,9 @@ def main() -> None:
             c0 = k.T @ k / len(k)
             p = nullspace_projector(c0, "energy", energy)
             leak = float(((kh @ p) * kh).sum(1).div(kh.pow(2).sum(1)).mean())
-            rows.append({"tokens": n, "block": b, "null_dim": int(round(float(p.trace()))), "heldout_leak": leak})
+            rows.append(
+                {"tokens": n, "block": b, "null_dim": int(round(float(p.trace()))), "heldout_leak": leak}
+            )
             print(json.dumps(rows[-1]), flush=True)
     lines = [
         f"# How many sample tokens C0 needs ({backbone.name})",

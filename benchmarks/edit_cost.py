@@ -17,7 +17,15 @@ import argparse
 
 from edit_gym.bench import cost_growth
 
-EDITORS = ["gradient", "ridge", "covariance", "ridge+nullspace", "covariance+nullspace", "ridge+topk", "ridge+spectral"]
+EDITORS = [
+    "gradient",
+    "ridge",
+    "covariance",
+    "ridge+nullspace",
+    "covariance+nullspace",
+    "ridge+topk",
+    "ridge+spectral",
+]
 
 
 def main() -> None:

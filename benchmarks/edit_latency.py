@@ -64,7 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--dataset", default="facts")
-    parser.add_argument("--editors", nargs="+", default=["gradient", "ridge", "covariance", "covariance+nullspace", "alphaedit"])
+    parser.add_argument(
+        "--editors",
+        nargs="+",
+        default=["gradient", "ridge", "covariance", "covariance+nullspace", "alphaedit"],
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -33,7 +33,14 @@ from edit_gym.stats import interval
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
 RESULTS = ROOT / "results" / "editors"
-SINGLE_METRICS = ("efficacy_score", "efficacy", "paraphrase_score", "generalization", "neighbourhood_score", "specificity")
+SINGLE_METRICS = (
+    "efficacy_score",
+    "efficacy",
+    "paraphrase_score",
+    "generalization",
+    "neighbourhood_score",
+    "specificity",
+)
 STREAM_METRICS = (
     "efficacy_score",
     "paraphrase_score",
@@ -99,7 +106,9 @@ def single(args) -> None:
                 if plan.target is not None:
                     t = plan.target
                     sub.sites = build_sites(env.encoder, [r], method.templates(), env.device)
-                    sub.target = Target(t.layer, t.z[i : i + 1], t.delta[i : i + 1], t.h[i : i + 1], [t.nll[i]], [t.steps[i]])
+                    sub.target = Target(
+                        t.layer, t.z[i : i + 1], t.delta[i : i + 1], t.h[i : i + 1], [t.nll[i]], [t.steps[i]]
+                    )
                     if t.fault:
                         rows.append({"uid": r.uid, "fault": t.fault})
                         continue
@@ -116,7 +125,9 @@ def single(args) -> None:
             print(f"{editor}: {len(rows)}/{args.records}", file=sys.stderr, flush=True)
         seconds = time.perf_counter() - start
         state.restore()
-        summary = {m: interval([r[m] for r in rows if m in r]) for m in SINGLE_METRICS if any(m in r for r in rows)}
+        summary = {
+            m: interval([r[m] for r in rows if m in r]) for m in SINGLE_METRICS if any(m in r for r in rows)
+        }
         record = {
             "kind": "single",
             "command": _command(),
@@ -152,7 +163,9 @@ def stream(args) -> None:
             env = _env(args, editor, args.edits, args.edits_per_step)
             agent = BandAgent(env) if env.method is not None else AllCandidatesAgent(env)
             agent_name = "band" if env.method is not None else "all"
-            name = f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}-{agent_name}-s{seed}.json"
+            name = (
+                f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}-{agent_name}-s{seed}.json"
+            )
             path = RESULTS / name
             if path.exists() and not args.force:
                 print(f"{path} exists (--force reruns it)")
@@ -174,8 +187,11 @@ def stream(args) -> None:
             atomic_write_text(path, json.dumps(result))
             fin = result["final"]
             cells = ", ".join(f"{m} {100 * fin[m]:.1f}" for m in STREAM_METRICS if m in fin)
-            print(f"{editor} seed {seed}: {cells}; ppl {fin.get('perplexity', float('nan')):.2f}; "
-                  f"{result['seconds_per_edit']:.2f} s/edit; fault {result['fault']!r} -> {path}", flush=True)
+            print(
+                f"{editor} seed {seed}: {cells}; ppl {fin.get('perplexity', float('nan')):.2f}; "
+                f"{result['seconds_per_edit']:.2f} s/edit; fault {result['fault']!r} -> {path}",
+                flush=True,
+            )
 
 
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
@@ -267,14 +283,18 @@ def table(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("single", "stream"):
         p = sub.add_parser(name)
         p.add_argument("--editors", nargs="+", required=True)
         p.add_argument("--model", default="smollm2-135m")
         p.add_argument("--data", default=str(COUNTERFACT_TEST))
-        p.add_argument("--editor-params", default=None, help="JSON overrides of the method's hyper-parameters")
+        p.add_argument(
+            "--editor-params", default=None, help="JSON overrides of the method's hyper-parameters"
+        )
     sub.choices["single"].add_argument("--records", type=int, default=100)
     sub.choices["single"].add_argument("--batch", type=int, default=10)
     st = sub.choices["stream"]

@@ -491,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out stream",
     )
     demo.add_argument(
-        "--env", default="LifelongEdit-OneStep-v0", help="environment id (default: %(default)s, RLEdit's one-step world)"
+        "--env",
+        default="LifelongEdit-OneStep-v0",
+        help="environment id (default: %(default)s, RLEdit's one-step world)",
     )
     demo.add_argument(
         "--agent",
@@ -533,7 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--edits", type=int, required=True, help="sequential edits in the stream")
     ev.add_argument("--edits-per-step", type=int, default=1, help="requests per step (default: %(default)s)")
     ev.add_argument("--dataset", help="built-in name, local JSON file, or datasets source id[:split]")
-    ev.add_argument("--editor", help="update rule, a method (alphaedit, memit, rome, ...) or a one-step rule (ridge, covariance+nullspace)")
+    ev.add_argument(
+        "--editor",
+        help="update rule, a method (alphaedit, memit, rome, ...) or a one-step rule (ridge, covariance+nullspace)",
+    )
     ev.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
     ev.add_argument("--no-extended", action="store_true", help="skip fluency and perplexity (faster)")
     ev.add_argument("--json", help="write the full result (config, protocol, curve) to this file")
@@ -623,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--timesteps", type=int, default=1024, help="hiedit: env steps to train (default: %(default)s)"
     )
     tr.add_argument(
-        "--env", default="LifelongEdit-OneStep-v0", help="environment id (default: %(default)s, the one-step rule)"
+        "--env",
+        default="LifelongEdit-OneStep-v0",
+        help="environment id (default: %(default)s, the one-step rule)",
     )
     tr.add_argument("--dataset", help="training data: built-in name, local JSON file, or datasets source")
     tr.add_argument("--sequences", type=int, default=50, help="training sequences (default: %(default)s)")

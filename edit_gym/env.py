@@ -37,7 +37,6 @@ from edit_gym.editing.covariance import key_covariance
 from edit_gym.editing.methods import METHODS
 from edit_gym.editing.pipeline import EditContext, MethodEditor
 from edit_gym.editing.rules import Editor, RuleContext, learned_checkpoint
-from edit_gym.editing.spreading import shares
 from edit_gym.editing.scores import (
     Reference,
     answer_logprobs,
@@ -45,6 +44,7 @@ from edit_gym.editing.scores import (
     pair_slices,
 )
 from edit_gym.editing.scores import references as compute_references
+from edit_gym.editing.spreading import shares
 from edit_gym.render import render_ansi, render_mask_heatmap
 from edit_gym.tokens import EmptyAnswerError, PairEncoder
 
@@ -277,7 +277,11 @@ class LifelongEditEnv(gym.Env):
         spec = architecture_for(backbone.model_type)
         cands = self._state.candidates
         blocks = [block_of(backbone.model_type, c.name) for c in cands]
-        bad = [c.name for c, b in zip(cands, blocks, strict=True) if b is None or not c.name.endswith(spec.mlp_out)]
+        bad = [
+            c.name
+            for c, b in zip(cands, blocks, strict=True)
+            if b is None or not c.name.endswith(spec.mlp_out)
+        ]
         if bad:
             raise ValueError(
                 f"editor {self.cfg.editor!r} writes MLP output projections ({spec.blocks}.N.{spec.mlp_out}); "
@@ -608,7 +612,9 @@ class LifelongEditEnv(gym.Env):
         return selected, scales, fault, all_metrics, metrics
 
     def _loss_ok(self, metrics: dict) -> bool:
-        return bool(np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss)
+        return bool(
+            np.isfinite(metrics["edit_loss_after"]) and metrics["edit_loss_after"] <= self.cfg.max_loss
+        )
 
     def _weights_finite(self, indices) -> bool:
         return all(bool(torch.isfinite(self.candidates[j].param).all()) for j in indices)
@@ -636,7 +642,9 @@ class LifelongEditEnv(gym.Env):
         if plan.target is not None:
             top = plan.target.layer
             reference = [j for j in range(self.num_candidates) if method.ctx.block_index[j] <= top]
-        touched = sorted(set(selected.tolist()) | (set(reference) if self.cfg.reward == "advantage" else set()))
+        touched = sorted(
+            set(selected.tolist()) | (set(reference) if self.cfg.reward == "advantage" else set())
+        )
         self._state.backup(touched)
         all_metrics = None
         fault = plan.fault
@@ -740,7 +748,9 @@ class LifelongEditEnv(gym.Env):
         self._kl_sum += metrics["kl"]
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, which: str = "edited", *, extended: bool = False, wild: bool = False) -> dict[str, float]:
+    def evaluate(
+        self, which: str = "edited", *, extended: bool = False, wild: bool = False
+    ) -> dict[str, float]:
         """Scores of the current weights on the episode's requests (see :mod:`edit_gym.evaluation`).
 
         ``which="edited"``: the requests applied so far (final timing when called at the end),
@@ -780,7 +790,9 @@ class LifelongEditEnv(gym.Env):
         tok, device = self._state.backbone.tokenizer, self._state.backbone.device
         if missing:
             with self._state.at_pristine():
-                cache.update(zip(missing, reference_generations(self.model, tok, missing, device), strict=True))
+                cache.update(
+                    zip(missing, reference_generations(self.model, tok, missing, device), strict=True)
+                )
         para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
         return wild_scores(
             self.model,

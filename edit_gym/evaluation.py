@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from edit_gym.data.request import EditRequest
-from edit_gym.editing.scores import Reference, accuracy, batched, drift, pair_slices, sequence_logprob
+from edit_gym.editing.scores import Reference, accuracy, drift, sequence_logprob
 from edit_gym.tokens import PairEncoder
 
 PROTOCOL = {
@@ -104,12 +104,7 @@ def score_requests(
 @torch.no_grad()
 def mean_logprob(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
     """Per pair, the mean per-token log-probability of its answer tokens (teacher-forced)."""
-    out = [0.0] * len(pairs)
-    for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
-        token = logp.gather(1, batch.labels[batch.answer_mask][:, None])[:, 0]
-        for j, s in zip(idx, pair_slices(batch), strict=True):
-            out[j] = float(token[s].mean())
-    return out
+    return sequence_logprob(model, encoder, pairs, batch_size=batch_size, device=device, mean=True)
 
 
 def probability_scores(model, encoder, requests: list[EditRequest], device) -> dict[str, float]:

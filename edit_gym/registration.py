@@ -15,7 +15,11 @@ ACTION_VARIANTS = {"": "dict", "-Box": "box", "-MultiDiscrete": "multidiscrete",
 DEFAULT_EDITOR = "alphaedit"  # the best named method measured on SmolLM2 (docs/editors.md)
 ONE_STEP_EDITOR = "ridge"
 # id part -> (model, editor)
-MODELS = {"": ("smollm2-135m", DEFAULT_EDITOR), "-OneStep": ("smollm2-135m", ONE_STEP_EDITOR), "-Tiny": ("tiny", ONE_STEP_EDITOR)}
+MODELS = {
+    "": ("smollm2-135m", DEFAULT_EDITOR),
+    "-OneStep": ("smollm2-135m", ONE_STEP_EDITOR),
+    "-Tiny": ("tiny", ONE_STEP_EDITOR),
+}
 
 
 def env_ids() -> dict[str, dict]:

@@ -246,7 +246,9 @@ def test_prune_restrains_large_singular_values():
     torch.testing.assert_close(ctx2.candidates[0].param - weight, small, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("editor", ["covariance", "covariance+nullspace", "ridge+topk+spectral", "gradient+nullspace"])
+@pytest.mark.parametrize(
+    "editor", ["covariance", "covariance+nullspace", "ridge+topk+spectral", "gradient+nullspace"]
+)
 def test_every_editor_runs_in_the_env(editor):
     import numpy as np
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import weights_hash
 from edit_gym.actions import encode_action
 from edit_gym.data import EditRequest, InvalidRecordError
 from edit_gym.editing.keys import build_sites, read_sites
@@ -18,6 +17,7 @@ from edit_gym.editing.restraints import prune_singular_values, rect_sparsify
 from edit_gym.editing.spreading import shares
 from edit_gym.editing.targets import optimize_target
 from edit_gym.editing.write import AlphaEditWriter, CovarianceWriter, nullspace_projector
+from tests.conftest import weights_hash
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,9 @@ def test_batched_target_equals_per_request(memit_env):
     reqs = _requests(memit_env, 3)
     params = {**m.params, "v_num_grad_steps": 8, "early_stop_nll": 0.0}
     templates = m.ctx.templates(2, 5)  # with context prefixes: several sequences per request
-    batched = optimize_target(u.model, m.ctx.blocks, 1, build_sites(u.encoder, reqs, templates, "cpu"), params)
+    batched = optimize_target(
+        u.model, m.ctx.blocks, 1, build_sites(u.encoder, reqs, templates, "cpu"), params
+    )
     for i, r in enumerate(reqs):
         one = optimize_target(u.model, m.ctx.blocks, 1, build_sites(u.encoder, [r], templates, "cpu"), params)
         torch.testing.assert_close(batched.delta[i], one.delta[0], rtol=1e-4, atol=1e-4)
@@ -153,7 +155,9 @@ def test_nullspace_projector_energy_rule():
     c0 = torch.diag(torch.tensor([100.0, 10.0, 1.0, 0.5, 0.01]))
     p = nullspace_projector(c0, "energy", 0.02)  # 0.01 + 0.5 + 1.0 = 1.51 <= 2.23: three directions
     assert torch.allclose(p, torch.diag(torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])))
-    assert torch.allclose(nullspace_projector(c0, "absolute", 0.02), torch.diag(torch.tensor([0.0, 0, 0, 0, 1])))
+    assert torch.allclose(
+        nullspace_projector(c0, "absolute", 0.02), torch.diag(torch.tensor([0.0, 0, 0, 0, 1]))
+    )
     with pytest.raises(ValueError, match="unknown null-space rule"):
         nullspace_projector(c0, "spectral", 0.1)
 
@@ -165,7 +169,9 @@ def test_restraints_by_hand():
     assert torch.equal(kept, torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.3, 0.0]]))
     delta = torch.diag(torch.tensor([5.0, 0.5]))
     out = prune_singular_values(delta, bound=1.0)
-    torch.testing.assert_close(torch.linalg.svdvals(out), torch.tensor([1.0 + math.log(5.0), 0.5]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        torch.linalg.svdvals(out), torch.tensor([1.0 + math.log(5.0), 0.5]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_shares_map():

@@ -61,7 +61,12 @@ class SiteBatch:
             self.answer_mask[rows, :width],
             self.labels[rows, :width],
             self.lookup[rows],
-            torch.cat([torch.arange(k, device=rows.device).repeat_interleave(t), torch.arange(k, device=rows.device)]),
+            torch.cat(
+                [
+                    torch.arange(k, device=rows.device).repeat_interleave(t),
+                    torch.arange(k, device=rows.device),
+                ]
+            ),
             torch.arange(k, device=rows.device) * t,
             t,
             k,
@@ -101,9 +106,7 @@ def _subject_last_token(tokenizer, text: str, start: int, end: int, where: str) 
     raise InvalidRecordError(f"{where}: the subject does not map to any token of {text!r}")
 
 
-def build_sites(
-    encoder: PairEncoder, requests: list[EditRequest], templates: list[str], device
-) -> SiteBatch:
+def build_sites(encoder: PairEncoder, requests: list[EditRequest], templates: list[str], device) -> SiteBatch:
     """Tokenize a step: every request under every template, plus its KL prompt (see the module doc).
 
     A request whose subject does not occur in its prompt, or whose target tokenizes to nothing, is

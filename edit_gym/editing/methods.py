@@ -112,7 +112,13 @@ BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     # lr 0.5 / clamp 0.75 (MEMIT's GPT-J values) converge 30%, median NLL 0.14; lr 1.0 / clamp 4
     # 60%, all below 0.5. Five 10-token prefixes cost 20 s per edit on 2 cores, two 5-token ones 4.8 s.
     "smollm2-135m": {
-        "*": {"band": [3, 4, 5, 6, 7], "v_lr": 1.0, "clamp_norm_factor": 4.0, "templates": 2, "template_length": 5},
+        "*": {
+            "band": [3, 4, 5, 6, 7],
+            "v_lr": 1.0,
+            "clamp_norm_factor": 4.0,
+            "templates": 2,
+            "template_length": 5,
+        },
         "rome": {"band": [7]},
         # single edits, 10 train-split records, `benchmarks/editors.py single --editors ultraedit
         # --records 10 --data .../knowedit_counterfact_train.json --editor-params '{"ultra_lr": LR}'`:

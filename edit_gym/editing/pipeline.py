@@ -81,7 +81,9 @@ class MethodEditor:
         else:
             self.writer = None
         self.prune = PruneState(float(p["prune_base"])) if self.method.restraint == "prune" else None
-        self.ultra = UltraEditRule(float(p["ultra_lr"]), float(p["ultra_lambda"])) if write == "ultraedit" else None
+        self.ultra = (
+            UltraEditRule(float(p["ultra_lr"]), float(p["ultra_lambda"])) if write == "ultraedit" else None
+        )
 
     # ------------------------------------------------------------------ set-up and state
     @property
@@ -211,7 +213,11 @@ class MethodEditor:
         w0 = self.ctx.pristine[j]
         w0 = (w0.t() if cand.transposed else w0).float()
         if self.method.restraint == "rect":
-            update = Update(dense=rect_sparsify(update.matrix(), w0.to(update.matrix().device), float(self.params["rect_keep"])))
+            update = Update(
+                dense=rect_sparsify(
+                    update.matrix(), w0.to(update.matrix().device), float(self.params["rect_keep"])
+                )
+            )
         if self.prune is not None:
             total = self.prune.restrain(j, w0, update.matrix().to(w0.device).float())
             with torch.no_grad():

@@ -127,11 +127,13 @@ def drift(model, encoder, pairs, refs: list[Reference], *, batch_size: int = 64,
     return out
 
 
-def sequence_logprob(model, encoder, pairs, *, batch_size: int = 64, device="cpu") -> list[float]:
-    """Per pair, the summed log-probability of its answer tokens (teacher-forced)."""
+def sequence_logprob(
+    model, encoder, pairs, *, batch_size: int = 64, device="cpu", mean: bool = False
+) -> list[float]:
+    """Per pair, the summed (``mean=True``: mean per-token) log-probability of its answer tokens."""
     out = [0.0] * len(pairs)
     for idx, batch, logp in batched(model, encoder, pairs, batch_size, device):
         token = logp.gather(1, batch.labels[batch.answer_mask][:, None])[:, 0]
         for j, s in zip(idx, pair_slices(batch), strict=True):
-            out[j] = float(token[s].sum())
+            out[j] = float(token[s].mean() if mean else token[s].sum())
     return out

@@ -23,10 +23,9 @@ block's matrix would make at that site (the MALMEN / RLEdit world of :mod:`edit_
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
-import inspect
 
 import torch
 
@@ -149,7 +148,9 @@ class _Packed:
             real = cols[None] < self.split[:, None]
             ids = torch.where(real, sites.input_ids[:, : self.p_len], sites.input_ids[:, :1])
             causal = cols[None, :] <= cols[:, None]
-            allowed = causal[None] & (real[:, None, :] | torch.eye(self.p_len, dtype=torch.bool, device=device)[None])
+            allowed = causal[None] & (
+                real[:, None, :] | torch.eye(self.p_len, dtype=torch.bool, device=device)[None]
+            )
             cache = DynamicCache(config=model.config)
             with torch.no_grad():
                 self.base(
@@ -166,7 +167,9 @@ class _Packed:
         """Packed inputs of ``rows`` and where their sites, answer tokens and KL sites sit."""
         sites, device = self.sites, self.sites.input_ids.device
         counts = (self.stop[rows] - self.split[rows] + 1).tolist()
-        row_of = torch.repeat_interleave(torch.arange(len(counts), device=device), torch.tensor(counts, device=device))
+        row_of = torch.repeat_interleave(
+            torch.arange(len(counts), device=device), torch.tensor(counts, device=device)
+        )
         starts = torch.tensor([0] + counts[:-1], device=device).cumsum(0)
         offset = torch.arange(len(row_of), device=device) - starts[row_of]
         col = self.split[rows][row_of] + offset  # position in the original sequence
@@ -206,7 +209,6 @@ class _Packed:
             "kl": kl.nonzero()[:, 0],
             "length": t,
         }
-
 
     def inputs(self, layout: dict) -> dict:
         """A layout's model inputs, with a fresh cache holding its prefixes (each forward appends)."""
@@ -288,7 +290,9 @@ def optimize_target(
                 replay = h_all[keep_tokens][None]
                 replay_out = (replay, *out0[1:]) if is_tuple else replay
                 k = len(active)
-                row_request = torch.cat([torch.arange(k, device=h.device).repeat_interleave(t), torch.arange(k, device=h.device)])
+                row_request = torch.cat(
+                    [torch.arange(k, device=h.device).repeat_interleave(t), torch.arange(k, device=h.device)]
+                )
                 logit_pos = torch.cat([lay["answer"], lay["kl"]])
                 mask = torch.zeros(1, lay["length"], dtype=torch.bool, device=h.device)
                 mask[0, logit_pos] = True
@@ -296,9 +300,11 @@ def optimize_target(
                 where = torch.empty_like(order)
                 where[order] = torch.arange(len(order), device=h.device)
                 answer_at, kl_at = where[: len(lay["answer"])], where[len(lay["answer"]) :]
-                lengths = torch.zeros(len(rows), device=h.device).index_add(
-                    0, lay["answer_row"], torch.ones(len(lay["answer_row"]), device=h.device)
-                ).clamp_min(1)
+                lengths = (
+                    torch.zeros(len(rows), device=h.device)
+                    .index_add(0, lay["answer_row"], torch.ones(len(lay["answer_row"]), device=h.device))
+                    .clamp_min(1)
+                )
             owner = active[row_request]
             hook = _add_at_sites(torch.zeros_like(lay["site"]), lay["site"], lambda owner=owner: delta[owner])
             handle = block.register_forward_hook(hook)
@@ -309,7 +315,9 @@ def optimize_target(
                 handle.remove()
             logp = torch.log_softmax(logits.float(), dim=-1)
             token_nll = -logp[answer_at].gather(1, lay["labels"][:, None])[:, 0]
-            per_row = torch.zeros(len(rows), device=h.device).index_add(0, lay["answer_row"], token_nll) / lengths
+            per_row = (
+                torch.zeros(len(rows), device=h.device).index_add(0, lay["answer_row"], token_nll) / lengths
+            )
             nll = per_row[: k * t].reshape(k, t).mean(1)
             kl_now = logp[kl_at]
             if kl_start is None:
@@ -379,13 +387,18 @@ def gradient_target(
     try:
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(rw.input_ids).detach().requires_grad_(True)
-            logits = answer_logits(model, rw.answer_mask, inputs_embeds=embeds, attention_mask=rw.attention_mask)
+            logits = answer_logits(
+                model, rw.answer_mask, inputs_embeds=embeds, attention_mask=rw.attention_mask
+            )
             logp = torch.log_softmax(logits.float(), dim=-1)
             labels = rw.labels[rw.answer_mask]
             token_nll = -logp.gather(1, labels[:, None])[:, 0]
             seq_of_token = rw.answer_mask.nonzero()[:, 0]
             lengths = rw.answer_mask.sum(1).clamp_min(1).float()
-            per_seq = torch.zeros(rw.input_ids.shape[0], device=logp.device).index_add(0, seq_of_token, token_nll) / lengths
+            per_seq = (
+                torch.zeros(rw.input_ids.shape[0], device=logp.device).index_add(0, seq_of_token, token_nll)
+                / lengths
+            )
             nll = per_seq.reshape(sites.num_requests, sites.num_templates).mean(1)
             nll.sum().backward()
     finally:
@@ -407,4 +420,3 @@ def gradient_target(
         fault=fault,
         iterations=1,
     )
-
