@@ -80,62 +80,76 @@ def _env(args, editor: str, num_edits: int, edits_per_step: int):
     )
 
 
-def single(args) -> None:
-    """Each of the first ``--records`` records edited alone into the pristine model."""
+def single_edits(env, records: int, batch: int, label: str = "") -> list[dict]:
+    """Each of the env's first ``records`` stream requests edited alone into pristine weights.
+
+    The target stage runs over ``batch`` requests at a time (each one's target is what a
+    one-at-a-time run gives); every write starts from the pristine model and is scored alone.
+    """
+    from edit_gym.editing.capture import capture as run_capture
     from edit_gym.editing.keys import build_sites
     from edit_gym.editing.pipeline import Plan
     from edit_gym.editing.targets import Target
     from edit_gym.evaluation import score_requests
 
+    method, state = env.method, env._state
+    band = method.band()
+    zeros = np.zeros(len(band))
+    stream = [int(i) for i in env._stream[:records]]
+    rows: list[dict] = []
+    for at in range(0, records, batch):
+        idx = stream[at : at + batch]
+        reqs = [env.requests[i] for i in idx]
+        state.restore()
+        plan = method.plan(reqs, band) if method.method.target != "none" else Plan(reqs)
+        for i, (k, r) in enumerate(zip(idx, reqs, strict=True)):
+            state.restore()
+            method.reset()
+            sub, capture, extra = Plan([r]), None, {}
+            if plan.target is not None:
+                t = plan.target
+                if t.fault:
+                    rows.append({"uid": r.uid, "fault": t.fault})
+                    continue
+                sub.sites = build_sites(env.encoder, [r], method.templates(), env.device)
+                sub.target = Target(
+                    t.layer, t.z[i : i + 1], t.delta[i : i + 1], t.h[i : i + 1], [t.nll[i]], [t.steps[i]]
+                )
+                extra = {"target_nll": t.nll[i], "target_steps": t.steps[i]}
+            else:
+                batch_i = env.encoder.encode([(r.prompt, r.target_new)], device=env.device)
+                capture = run_capture(env.model, env.candidates, batch_i)
+            with torch.no_grad():
+                method.apply(sub, band, zeros, env.cfg.coef_range, capture)
+            scores = score_requests(env.model, env.encoder, [r], [env._references[k]], env.device)
+            rows.append({"uid": r.uid, **scores, **extra})
+        print(f"{label}: {len(rows)}/{records}", file=sys.stderr, flush=True)
+    state.restore()
+    method.reset()
+    return rows
+
+
+def summarize(rows: list[dict], metrics=SINGLE_METRICS) -> dict:
+    return {m: interval([r[m] for r in rows if m in r]) for m in metrics if any(m in r for r in rows)}
+
+
+def single(args) -> None:
+    """Each of the first ``--records`` records (file order) edited alone into the pristine model."""
     for editor in args.editors:
         env = _env(args, editor, args.records, 1)
         env.reset(seed=0, options={"stream": list(range(args.records))})
-        method, state = env.method, env._state
-        band = method.band()
-        zeros = np.zeros(len(band))
-        rows: list[dict] = []
         start = time.perf_counter()
-        for at in range(0, args.records, args.batch):
-            reqs = [env.requests[i] for i in range(at, min(at + args.batch, args.records))]
-            state.restore()
-            plan = method.plan(reqs, band) if method.method.target != "none" else Plan(reqs)
-            for i, r in enumerate(reqs):
-                state.restore()
-                method.reset()
-                sub = Plan([r])
-                if plan.target is not None:
-                    t = plan.target
-                    sub.sites = build_sites(env.encoder, [r], method.templates(), env.device)
-                    sub.target = Target(
-                        t.layer, t.z[i : i + 1], t.delta[i : i + 1], t.h[i : i + 1], [t.nll[i]], [t.steps[i]]
-                    )
-                    if t.fault:
-                        rows.append({"uid": r.uid, "fault": t.fault})
-                        continue
-                    capture = None
-                else:
-                    batch = env.encoder.encode([(r.prompt, r.target_new)], device=env.device)
-                    from edit_gym.editing.capture import capture as run_capture
-
-                    capture = run_capture(env.model, env.candidates, batch)
-                with torch.no_grad():
-                    method.apply(sub, band, zeros, env.cfg.coef_range, capture)
-                scores = score_requests(env.model, env.encoder, [r], [env._references[at + i]], env.device)
-                rows.append({"uid": r.uid, **scores, **({"target_nll": t.nll[i]} if plan.target else {})})
-            print(f"{editor}: {len(rows)}/{args.records}", file=sys.stderr, flush=True)
+        rows = single_edits(env, args.records, args.batch, editor)
         seconds = time.perf_counter() - start
-        state.restore()
-        summary = {
-            m: interval([r[m] for r in rows if m in r]) for m in SINGLE_METRICS if any(m in r for r in rows)
-        }
+        summary = summarize(rows)
         record = {
             "kind": "single",
             "command": _command(),
             "model": args.model,
             "data": _data_name(args.data),
             "editor": editor,
-            "params": {k: v for k, v in method.params.items() if not callable(v)},
-            "band": [env.candidate_names[j] for j in band],
+            "params": dict(env.method.params),
+            "band": [env.candidate_names[j] for j in env.method.band()],
             "records": args.records,
             "faults": sum(1 for r in rows if "fault" in r),
             "summary": summary,
