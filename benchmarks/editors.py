@@ -208,6 +208,54 @@ def stream(args) -> None:
             )
 
 
+def speed(args) -> None:
+    """An edit's cost in forward+backward passes of the model, measured in one run.
+
+    One pass = the median time of one forward+backward over a step's edit prompts (the capture
+    every step makes). Per editor: an env step with one request, and a step of ``--batch``
+    requests divided by their number, each as a multiple of the pass over the same requests.
+    """
+    from edit_gym.actions import encode_action
+    from edit_gym.editing.capture import capture
+
+    lines = []
+    for editor in args.editors:
+        for per_step in (1, args.batch):
+            env = _env(args, editor, per_step * args.steps, per_step)
+            env.reset(seed=0)
+            mask = np.zeros(env.num_candidates, bool)
+            mask[env.method.band() if env.method is not None else slice(None)] = True
+            action = encode_action(
+                mask, np.zeros(env.num_candidates), env.cfg.action_type, env.cfg.coef_levels
+            )
+            ratios = []
+            for t in range(args.steps):
+                reqs = [env.requests[i] for i in env._batch_requests(t)]
+                batch = env.encoder.encode([(r.prompt, r.target_new) for r in reqs], device=env.device)
+                passes = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    capture(env.model, env.candidates, batch)
+                    passes.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                env.step(action)
+                ratios.append((time.perf_counter() - start) / float(np.median(passes)) / per_step)
+            line = (
+                f"{editor}: {per_step} request(s) per step: {np.median(ratios):.1f} forward+backward passes "
+                f"per edit (median of {args.steps} steps)"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    record = {
+        "kind": "speed",
+        "command": _command(),
+        "model": args.model,
+        "lines": lines,
+        "machine": _machine(),
+    }
+    atomic_write_text(RESULTS / f"speed-{args.model}.json", json.dumps(record, indent=1))
+
+
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "-"
@@ -318,9 +366,16 @@ def main() -> None:
     st.add_argument("--wild", action="store_true", help="also record the generation-based protocol")
     st.add_argument("--force", action="store_true")
     st.add_argument("--progress", action="store_true")
+    sp = sub.add_parser("speed")
+    sp.add_argument("--editors", nargs="+", required=True)
+    sp.add_argument("--model", default="smollm2-135m")
+    sp.add_argument("--data", default=str(COUNTERFACT_TEST))
+    sp.add_argument("--editor-params", default=None)
+    sp.add_argument("--batch", type=int, default=10)
+    sp.add_argument("--steps", type=int, default=3)
     sub.add_parser("table")
     args = parser.parse_args()
-    {"single": single, "stream": stream, "table": table}[args.cmd](args)
+    {"single": single, "stream": stream, "speed": speed, "table": table}[args.cmd](args)
 
 
 if __name__ == "__main__":
