@@ -247,3 +247,59 @@ def test_the_band_agent_selects_the_method_band(memit_env):
 
     mask, _ = decode_action(action, u.cfg.action_type, u.num_candidates, u.cfg.coef_levels, u.cfg.budget)
     assert np.flatnonzero(mask).tolist() == u.method.band()
+
+
+def test_advantage_reward_reuses_the_target_and_leaves_no_trace():
+    """The reference outcome is written with the same target and rolled back: the weights after a
+    step equal those of the same step under the plain reward."""
+    hashes, infos = [], []
+    for reward in ("edit", "advantage"):
+        env = gym.make("LifelongEdit-Tiny-v0", editor="memit", num_edits=2, reward=reward)
+        env.reset(seed=3)
+        _, _, _, _, info = env.step(_band_action(env, [0]))
+        hashes.append(weights_hash(env))
+        infos.append(info)
+    assert hashes[0] == hashes[1]
+    assert infos[0]["edit_loss_after"] == pytest.approx(infos[1]["edit_loss_after"])
+    assert "reward_all_candidates" in infos[1] and np.isfinite(infos[1]["reward_advantage"])
+
+
+def test_fixed_stream_order_and_its_validation():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=3)
+    u = env.unwrapped
+    env.reset(seed=0, options={"stream": [5, 1, 7]})
+    assert [r.uid for r in u.stream] == [u.requests[i].uid for i in (5, 1, 7)]
+    for bad in ([1, 1, 2], [1, 2], [0, 1, 10_000], [0.5, 1, 2]):
+        with pytest.raises(ValueError, match="options\\['stream'\\]"):
+            env.reset(seed=0, options={"stream": bad})
+
+
+def test_generation_scores_in_evaluate():
+    env = gym.make("LifelongEdit-Tiny-v0", editor="rome", num_edits=2)
+    u = env.unwrapped
+    env.reset(seed=0)
+    before = u.evaluate("stream", wild=True)
+    assert before["wild_specificity_em"] == 1.0  # the pristine model agrees with itself
+    env.step(_band_action(env, u.method.band()))
+    after = u.evaluate("edited", wild=True)
+    assert {"wild_efficacy_em", "wild_efficacy_f1", "wild_generalization_f1", "wild_specificity_f1"} <= set(
+        after
+    )
+    assert all(0.0 <= after[k] <= 1.0 for k in after if k.startswith("wild_"))
+
+
+def test_legacy_editor_names():
+    from edit_gym.editing.rules import legacy_editor
+
+    assert legacy_editor("memit+alphaedit") == "covariance+nullspace"
+    assert legacy_editor("ridge+rect+prune") == "ridge+topk+spectral"
+    assert legacy_editor("rledit:runs/x+alphaedit") == "rledit:runs/x+nullspace"
+
+
+def test_one_step_ids_and_the_default_method():
+    import edit_gym
+
+    ids = edit_gym.env_ids()
+    assert ids["LifelongEdit-v0"]["editor"] in METHODS
+    assert ids["LifelongEdit-OneStep-v0"]["editor"] == "ridge"
+    assert ids["LifelongEdit-Tiny-v0"]["editor"] == "ridge"
