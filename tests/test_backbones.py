@@ -142,3 +142,28 @@ def test_smollm2_keeps_only_known_facts():
         .softmax(-1)
     )
     assert backbone.tokenizer.decode(int(p.argmax())) == " Paris"
+
+
+@smollm2
+@pytest.mark.smollm2
+@pytest.mark.parametrize("editor", ["rome", "memit", "alphaedit"])
+def test_smollm2_single_edits_stick(editor, shared_data):
+    """ROME / MEMIT / AlphaEdit's published behaviour: a single edit into the pristine model sticks
+    (CounterFact efficacy score, p(new) > p(true); the full 100-record figures: docs/editors.md)."""
+    env = gym.make(
+        "LifelongEdit-v0",
+        editor=editor,
+        num_edits=1,
+        dataset=str(shared_data / "knowedit_counterfact_test.json"),
+        known_only=False,
+    )
+    u = env.unwrapped
+    stuck = []
+    for record in range(3):
+        env.reset(seed=0, options={"stream": [record]})
+        mask = np.zeros(u.num_candidates, np.int8)
+        mask[u.method.band()] = 1
+        _, _, _, _, info = env.step({"mask": mask, "coef": np.zeros(u.num_candidates, np.float32)})
+        assert not info["fault"]
+        stuck.append(info["final_efficacy_score"])
+    assert sum(stuck) >= 2, stuck
