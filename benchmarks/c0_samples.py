@@ -70,6 +70,13 @@ def keys(backbone, modules, ids: torch.Tensor, batch: int = 32) -> list[torch.Te
     return [torch.cat(r) for r in rows]
 
 
+def _package_tokens() -> int:
+    from edit_gym.editing.covariance import SAMPLE_SETS
+
+    count, length, _ = SAMPLE_SETS["covariance"]
+    return count * length
+
+
 def main() -> None:
     from edit_gym.architectures import architecture_for
     from edit_gym.backbones import load_backbone
@@ -116,7 +123,8 @@ def main() -> None:
         f"Machine: {platform.platform()}, {os.cpu_count()} cores. AlphaEdit's null space holds the smallest",
         f"C0 directions up to {energy:g} of its trace; `leak` = mean share of a held-out ordinary-text key's",
         "energy inside it (what an AlphaEdit write can move on text it never saw; 32 x 48 held-out tokens),",
-        "`dim` = null-space dimension. Per band block; the package's C0 uses 128 x 48 = 6,144 tokens.",
+        f"`dim` = null-space dimension. Per band block; the package's C0 uses {_package_tokens():,} tokens",
+        "(6,144 before this measurement).",
         "",
         "| tokens | " + " | ".join(f"block {b} leak / dim" for b in band) + " |",
         "|---|" + "---|" * len(band),

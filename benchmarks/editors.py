@@ -151,6 +151,7 @@ def single(args) -> None:
             "params": dict(env.method.params),
             "band": [env.candidate_names[j] for j in env.method.band()],
             "records": args.records,
+            "c0_tokens": _c0_tokens(),
             "faults": sum(1 for r in rows if "fault" in r),
             "summary": summary,
             "seconds_per_edit": seconds / args.records,
@@ -161,6 +162,13 @@ def single(args) -> None:
         atomic_write_text(path, json.dumps(record, indent=1))
         cells = ", ".join(f"{m} {100 * v:.1f} +- {100 * h:.1f}" for m, (v, h) in summary.items())
         print(f"{editor}: {cells}; {seconds / args.records:.2f} s per edit -> {path}")
+
+
+def _c0_tokens() -> int:
+    from edit_gym.editing.covariance import SAMPLE_SETS
+
+    count, length, _ = SAMPLE_SETS["covariance"]
+    return count * length
 
 
 def _machine() -> str:
@@ -195,6 +203,7 @@ def stream(args) -> None:
                     "agent": agent_name,
                     "params": dict(env.method.params) if env.method is not None else {},
                     "wall_seconds": time.perf_counter() - start,
+                    "c0_tokens": _c0_tokens(),
                     "machine": _machine(),
                 }
             )
@@ -256,6 +265,9 @@ def speed(args) -> None:
     atomic_write_text(RESULTS / f"speed-{args.model}.json", json.dumps(record, indent=1))
 
 
+LEGACY_C0_TOKENS = 6144  # run files without the field were made before C0 moved to 512 x 48 tokens
+
+
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if not values:
         return "-"
@@ -287,8 +299,8 @@ def table(args) -> None:
         lines += [
             "## Single edits on the pristine model",
             "",
-            "| model | data | editor | records | band | eff. score | token eff | para. score | token gen | neigh. score | spec | s/edit | faults |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| model | data | editor | records | band | C0 tokens | eff. score | token eff | para. score | token gen | neigh. score | spec | s/edit | faults |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(singles, key=lambda r: (r["model"], r["data"], r["editor"])):
             rows = [x for x in r["rows"] if "fault" not in x]
@@ -296,6 +308,7 @@ def table(args) -> None:
             blocks = [n.split(".")[2] for n in r["band"]]
             lines.append(
                 f"| {r['model']} | {r['data']} | {r['editor']} | {r['records']} | {','.join(blocks)} | "
+                f"{r.get('c0_tokens', LEGACY_C0_TOKENS)} | "
                 + " | ".join(cells)
                 + f" | {r['seconds_per_edit']:.2f} | {r['faults']} |"
             )
@@ -308,8 +321,8 @@ def table(args) -> None:
             "model's own held-out samples (`before` row: the unedited model); s/edit = wall-clock on this",
             "machine, shared with other runs.",
             "",
-            "| model | data | edits | editor | seeds | faults | eff. score | para. score | neigh. score | token eff | token gen | spec | ret@10 | wild eff EM | wild eff F1 | wild gen F1 | wild spec F1 | ppl | s/edit |",
-            "|---|---|---|---|---|---|" + "---|" * 13,
+            "| model | data | edits | editor | C0 tokens | seeds | faults | eff. score | para. score | neigh. score | token eff | token gen | spec | ret@10 | wild eff EM | wild eff F1 | wild gen F1 | wild spec F1 | ppl | s/edit |",
+            "|---|---|---|---|---|---|---|" + "---|" * 13,
         ]
         groups: dict[tuple, list[dict]] = {}
         for r in streams:
@@ -320,7 +333,7 @@ def table(args) -> None:
             rs = groups[key]
             before = rs[0]["before"]
             lines.append(
-                f"| {key[0]} | {key[1]} | {key[2]} | before | - | - | "
+                f"| {key[0]} | {key[1]} | {key[2]} | before | - | - | - | "
                 + " | ".join(_cell([before[m]]) if m in before else "-" for m in STREAM_METRICS)
                 + f" | {before.get('perplexity', float('nan')):.2f} | - |"
             )
@@ -334,7 +347,9 @@ def table(args) -> None:
                 ppl = _cell([r["final"]["perplexity"] for r in ok if "perplexity" in r["final"]], 1.0, 2)
                 spe = _cell([r["seconds_per_edit"] for r in er], 1.0, 2)
                 lines.append(
-                    f"| {key[0]} | {key[1]} | {key[2]} | {editor} | {','.join(str(r['seed']) for r in er)} | {faults} | "
+                    f"| {key[0]} | {key[1]} | {key[2]} | {editor} | "
+                    f"{'/'.join(sorted({str(r.get('c0_tokens', LEGACY_C0_TOKENS)) for r in er}))} | "
+                    f"{','.join(str(r['seed']) for r in er)} | {faults} | "
                     + " | ".join(cells)
                     + f" | {ppl} | {spe} |"
                 )

@@ -3,8 +3,11 @@
 No corpus download is possible here, so "ordinary text" is the pre-edit model's own samples
 (nucleus sampling from a few neutral openings, fixed seed): it is text the model finds typical,
 which is what C0 must describe (ROME/MEMIT use Wikipedia for the same purpose). Two disjoint
-sample sets are drawn: ``"covariance"`` (128 x 48 tokens) for C0, ``"heldout"`` (32 x 48) for the
-perplexity probe. Both, and C0, are cached on disk per backbone.
+sample sets are drawn: ``"covariance"`` (512 x 48 tokens) for C0, ``"heldout"`` (32 x 48) for the
+perplexity probe. 512 x 48 because AlphaEdit's null space needs it: estimated from 6,144 tokens
+(the earlier 128 x 48), the directions it takes for unused hold 7% of unseen ordinary-text keys'
+energy against the 2% asked for; from 24,576 tokens 3% (``benchmarks/c0_samples.py``,
+docs/c0_samples.md). Both, and C0, are cached on disk per backbone.
 
 Memory: C0 is one d_in x d_in float32 matrix per candidate, e.g. 30 x 1536^2 x 4 B = 283 MB for
 SmolLM2-135M's ``down_proj``s (the same again in RAM for MEMIT's inverse or AlphaEdit's projector).
@@ -22,7 +25,7 @@ from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
 from edit_gym.candidates import Candidate
 
 OPENINGS = ("The", "In", "A", "It", "This", "When", "Many", "One")
-SAMPLE_SETS = {"covariance": (128, 48, 1234), "heldout": (32, 48, 5678)}  # sequences, tokens, seed
+SAMPLE_SETS = {"covariance": (512, 48, 1234), "heldout": (32, 48, 5678)}  # sequences, tokens, seed
 
 
 def slug(backbone: Backbone) -> str:
@@ -40,7 +43,8 @@ def model_samples(backbone: Backbone, which: str = "covariance") -> list[list[in
     if which not in SAMPLE_SETS:
         raise ValueError(f"unknown sample set {which!r} (known: {', '.join(SAMPLE_SETS)})")
     count, length, seed = SAMPLE_SETS[which]
-    path = cache_dir() / "samples" / f"{slug(backbone)}-{weights_digest(backbone)}-{which}.json"
+    tag = f"{which}-{count}x{length}-s{seed}"
+    path = cache_dir() / "samples" / f"{slug(backbone)}-{weights_digest(backbone)}-{tag}.json"
     data = read_cache_file(path)
     if data is not None:
         return json.loads(data)["ids"]
@@ -75,7 +79,7 @@ def key_covariance(
     """Per candidate, C0 = mean of k k^T over every token of the covariance samples (cached)."""
     from safetensors.torch import load, save
 
-    names = json.dumps([c.name for c in candidates])
+    names = json.dumps([[c.name for c in candidates], list(SAMPLE_SETS["covariance"])])
     digest = hashlib.sha256((names + weights_digest(backbone)).encode()).hexdigest()[:12]
     path = cache_dir() / "covariance" / f"{slug(backbone)}-{digest}.safetensors"
     data = read_cache_file(path)  # None if absent or damaged (checksummed): recomputed below
