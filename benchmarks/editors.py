@@ -147,7 +147,7 @@ def single(args) -> None:
             "command": _command(),
             "model": args.model,
             "data": _data_name(args.data),
-            "editor": editor,
+            "editor": editor + (f" ({args.tag})" if args.tag else ""),
             "params": dict(env.method.params),
             "band": [env.candidate_names[j] for j in env.method.band()],
             "records": args.records,
@@ -158,7 +158,8 @@ def single(args) -> None:
             "rows": rows,
             "machine": _machine(),
         }
-        path = RESULTS / f"single-{args.model}-{_data_name(args.data)}-{args.records}-{editor}.json"
+        tag = f"-{args.tag}" if args.tag else ""
+        path = RESULTS / f"single-{args.model}-{_data_name(args.data)}-{args.records}-{editor}{tag}.json"
         atomic_write_text(path, json.dumps(record, indent=1))
         cells = ", ".join(f"{m} {100 * v:.1f} +- {100 * h:.1f}" for m, (v, h) in summary.items())
         print(f"{editor}: {cells}; {seconds / args.records:.2f} s per edit -> {path}")
@@ -199,7 +200,7 @@ def stream(args) -> None:
                     "kind": "stream",
                     "command": _command(),
                     "data": _data_name(args.data),
-                    "editor": editor,
+                    "editor": editor + (f" ({args.tag})" if args.tag else ""),
                     "agent": agent_name,
                     "params": dict(env.method.params) if env.method is not None else {},
                     "wall_seconds": time.perf_counter() - start,
