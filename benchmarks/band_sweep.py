@@ -11,6 +11,9 @@ the table this writes.
         --markdown docs/band_sweep_smollm2.md
     python benchmarks/band_sweep.py --model tiny --data facts-train --tops 0 1 2 3 --width 2 \\
         --records 20 --markdown docs/band_sweep_tiny.md
+    # the target stage alone at one block over a grid of Adam step sizes and norm clamps
+    python benchmarks/band_sweep.py --model smollm2-135m --tops 7 --records 10 \\
+        --target-grid 0.5:0.75 1.0:0.75 1.0:4 2.0:4
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=5)
     parser.add_argument("--records", type=int, default=10)
     parser.add_argument("--markdown", default=None)
+    parser.add_argument(
+        "--target-grid",
+        nargs="+",
+        default=None,
+        metavar="LR:CLAMP",
+        help="only the target stage, per v_lr:clamp",
+    )
     args = parser.parse_args()
+    if args.target_grid:
+        return target_grid(args)
     rows = []
     for top in args.tops:
         band = list(range(max(0, top - args.width + 1), top + 1))
@@ -98,6 +110,42 @@ def main() -> None:
     if args.markdown:
         Path(args.markdown).write_text(text)
     print(text)
+
+
+def target_grid(args) -> None:
+    import time
+
+    from edit_gym.editing.keys import build_sites
+    from edit_gym.editing.targets import optimize_target
+    from edit_gym.env import LifelongEditEnv
+
+    env = LifelongEditEnv(
+        model=args.model,
+        dataset=args.data,
+        editor="memit",
+        num_edits=args.records,
+        known_only=False,
+        final_eval=False,
+    )
+    env.reset(seed=0)
+    m = env.method
+    reqs = [env.requests[int(i)] for i in env._stream[: args.records]]
+    sites = build_sites(env.encoder, reqs, m.templates(), env.device)
+    print("| block | v_lr | clamp | NLL < 0.05 | < 0.5 | median NLL | mean steps | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cell in args.target_grid:
+        lr, clamp = (float(x) for x in cell.split(":"))
+        for top in args.tops:
+            start = time.perf_counter()
+            t = optimize_target(
+                env.model, m.ctx.blocks, top, sites, {**m.params, "v_lr": lr, "clamp_norm_factor": clamp}
+            )
+            nll = np.array(t.nll)
+            print(
+                f"| {top} | {lr:g} | {clamp:g} | {100 * (nll < 0.05).mean():.0f}% | {100 * (nll < 0.5).mean():.0f}% | "
+                f"{np.median(nll):.3f} | {np.mean(t.steps):.1f} | {time.perf_counter() - start:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     # SmolLM2-135M. Band: docs/band_sweep_smollm2.md (MEMIT single edits, 10 train records): bands
     # ending at blocks 3 / 5 / 7 / 10 reach efficacy score 100% and token efficacy 94 / 98 / 99 / 100%,
     # relation specificity 16-19% for all; 3-7 (22 blocks above the target) as the field's lower band.
-    # Target: 10 train-split requests at block 7, 25 steps (an ad hoc grid, recorded here):
+    # Target: 10 train-split requests at block 7, 25 steps (`band_sweep.py --target-grid`, docstring):
     # lr 0.5 / clamp 0.75 (MEMIT's GPT-J values) converge 30%, median NLL 0.14; lr 1.0 / clamp 4
     # 60%, all below 0.5. Five 10-token prefixes cost 20 s per edit on 2 cores, two 5-token ones 4.8 s.
     "smollm2-135m": {
