@@ -186,9 +186,8 @@ def stream(args) -> None:
             env = _env(args, editor, args.edits, args.edits_per_step)
             agent = BandAgent(env) if env.method is not None else AllCandidatesAgent(env)
             agent_name = "band" if env.method is not None else "all"
-            name = (
-                f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}-{agent_name}-s{seed}.json"
-            )
+            tag = f"-{args.tag}" if args.tag else ""
+            name = f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}{tag}-{agent_name}-s{seed}.json"
             path = RESULTS / name
             if path.exists() and not args.force:
                 print(f"{path} exists (--force reruns it)")
@@ -373,6 +372,7 @@ def main() -> None:
         p.add_argument(
             "--editor-params", default=None, help="JSON overrides of the method's hyper-parameters"
         )
+        p.add_argument("--tag", default="", help="a name for a variant run (with --editor-params)")
     sub.choices["single"].add_argument("--records", type=int, default=100)
     sub.choices["single"].add_argument("--batch", type=int, default=10)
     st = sub.choices["stream"]
