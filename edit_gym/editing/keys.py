@@ -48,32 +48,6 @@ class SiteBatch:
     def num_rewrite(self) -> int:
         return self.num_requests * self.num_templates
 
-    def subset(self, requests: torch.Tensor) -> tuple[SiteBatch, torch.Tensor]:
-        """The batch of only ``requests`` (indices, ascending), and the rows of ``self`` it keeps."""
-        t, n = self.num_templates, self.num_requests
-        rw = (requests[:, None] * t + torch.arange(t, device=requests.device)).reshape(-1)
-        rows = torch.cat([rw, self.num_rewrite + requests])
-        width = int(self.attention_mask[rows].sum(1).max())
-        k = len(requests)
-        sub = SiteBatch(
-            self.input_ids[rows, :width],
-            self.attention_mask[rows, :width],
-            self.answer_mask[rows, :width],
-            self.labels[rows, :width],
-            self.lookup[rows],
-            torch.cat(
-                [
-                    torch.arange(k, device=rows.device).repeat_interleave(t),
-                    torch.arange(k, device=rows.device),
-                ]
-            ),
-            torch.arange(k, device=rows.device) * t,
-            t,
-            k,
-        )
-        del n
-        return sub, rows
-
     def rewrite_only(self) -> SiteBatch:
         """The same batch without the KL sequences (for reading keys and hidden states)."""
         r = self.num_rewrite
