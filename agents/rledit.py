@@ -97,7 +97,7 @@ class RLEditConfig:
 
 # Training defaults per built-in model (keyed by its exact name in edit_gym.backbones, never by a
 # substring) where a sweep chose them: the paper's defaults collapse SmolLM2 within 100 edits
-# (docs/rledit.md); the sweep behind these is docs/rledit_sweep_smollm2.md
+# (docs/rledit.md); the sweep behind these is results/rledit/rledit_sweep_smollm2.md
 # (`python benchmarks/rledit_sweep.py --grid smollm2 ...`).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "smollm2-135m": {

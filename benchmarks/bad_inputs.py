@@ -1,9 +1,9 @@
 """Throw every kind of bad input at edit-gym and record what it says and what it changed.
 
 For each case: the input, the exception and its message, and whether the weights hash, the
-episode's step and its random generator are exactly as before. Writes ``docs/bad_inputs.md``.
+episode's step and its random generator are exactly as before. Writes ``results/bad_inputs.md``.
 
-    python benchmarks/bad_inputs.py                 # tiny env; rewrites docs/bad_inputs.md
+    python benchmarks/bad_inputs.py                 # tiny env; rewrites results/bad_inputs.md
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def cache_rows(tmp: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "bad_inputs.md"))
+    parser.add_argument("--out", default=str(ROOT / "results" / "bad_inputs.md"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)

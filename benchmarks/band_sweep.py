@@ -8,9 +8,9 @@ efficacy, specificity). The defaults in ``edit_gym/editing/methods.py`` (``BACKB
 the table this writes.
 
     python benchmarks/band_sweep.py --model smollm2-135m --tops 3 5 7 10 14 --records 10 \\
-        --markdown docs/band_sweep_smollm2.md
+        --markdown results/editors/band_sweep_smollm2.md
     python benchmarks/band_sweep.py --model tiny --data facts-train --tops 0 1 2 3 --width 2 \\
-        --records 20 --markdown docs/band_sweep_tiny.md
+        --records 20 --markdown results/editors/band_sweep_tiny.md
     # the target stage alone at one block over a grid of Adam step sizes and norm clamps
     python benchmarks/band_sweep.py --model smollm2-135m --tops 7 --records 10 \\
         --target-grid 0.5:0.75 1.0:0.75 1.0:4 2.0:4

@@ -9,7 +9,7 @@ the first N tokens for several N, and reports that leak on the held-out samples 
 seed), per band layer, next to the null-space size.
 
     python benchmarks/c0_samples.py --model smollm2-135m --tokens 768 1536 3072 6144 12288 24576 \\
-        --markdown docs/c0_samples.md
+        --markdown results/editors/c0_samples.md
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ after the optimization.
     python benchmarks/edit_latency.py --model smollm2-135m --editors ridge covariance rledit:runs/rledit-smollm2-s0
     python benchmarks/edit_latency.py --model tiny --editors ridge --optimized-iterations 5 --steps 3
     python benchmarks/edit_latency.py --model smollm2-135m --editors gradient ridge covariance \
-        rledit:runs/rledit-smollm2-cons --steps 5 --markdown docs/edit_latency.md
+        rledit:runs/rledit-smollm2-cons --steps 5 --markdown results/edit_latency.md
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python benchmarks/editors.py single --editors rome memit alphaedit --records 100
     # sequential streams (band agent: the method's own layers), both protocols recorded
     python benchmarks/editors.py stream --editors memit alphaedit --edits 100 --seeds 0 1 2 --wild
-    # docs/editors.md from every run file under results/editors/
+    # results/editors/editors.md from every run file under results/editors/
     python benchmarks/editors.py table
 
 Every run writes one JSON file under ``results/editors/`` (atomically, named by what it ran), so
@@ -28,11 +28,14 @@ import numpy as np
 import torch
 
 from edit_gym.cache import atomic_write_text
+from edit_gym.leaderboard import build as leaderboard_build
+from edit_gym.leaderboard import record_run, run_file_name
 from edit_gym.stats import interval
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
 RESULTS = ROOT / "results" / "editors"
+RUNS = ROOT / "results" / "runs"  # sequential streams: the leaderboard's run store
 SINGLE_METRICS = (
     "efficacy_score",
     "efficacy",
@@ -186,9 +189,11 @@ def stream(args) -> None:
             env = _env(args, editor, args.edits, args.edits_per_step)
             agent = BandAgent(env) if env.method is not None else AllCandidatesAgent(env)
             agent_name = "band" if env.method is not None else "all"
-            tag = f"-{args.tag}" if args.tag else ""
-            name = f"stream-{args.model}-{_data_name(args.data)}-{args.edits}-{editor}{tag}-{agent_name}-s{seed}.json"
-            path = RESULTS / name
+            cfg = {"model": args.model, "num_edits": args.edits, "editor": editor}
+            probe = {"config": {**cfg, "edits_per_step": args.edits_per_step}}
+            probe.update(data=_data_name(args.data), agent=agent_name, seed=seed, final={})
+            probe["editor"] = editor + (f" ({args.tag})" if args.tag else "")
+            path = RUNS / run_file_name(probe)
             if path.exists() and not args.force:
                 print(f"{path} exists (--force reruns it)")
                 continue
@@ -207,7 +212,13 @@ def stream(args) -> None:
                     "machine": _machine(),
                 }
             )
-            atomic_write_text(path, json.dumps(result))
+            path = record_run(result, RUNS)
+            leaderboard_build(
+                RUNS,
+                ROOT / "docs" / "results.md",
+                readme=ROOT / "README.md",
+                figures=ROOT / "results" / "leaderboard",
+            )
             fin = result["final"]
             cells = ", ".join(f"{m} {100 * fin[m]:.1f}" for m in STREAM_METRICS if m in fin)
             print(
@@ -276,11 +287,10 @@ def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
 
 
 def table(args) -> None:
-    """docs/editors.md from every run file under results/editors/."""
+    """results/editors/editors.md from every run file under results/editors/."""
     files = sorted(RESULTS.glob("*.json"))
     runs = [json.loads(f.read_text()) for f in files]
     singles = [r for r in runs if r.get("kind") == "single"]
-    streams = [r for r in runs if r.get("kind") == "stream"]
     lines = [
         "# The named editors, measured",
         "",
@@ -313,48 +323,12 @@ def table(args) -> None:
                 + f" | {r['seconds_per_edit']:.2f} | {r['faults']} |"
             )
         lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in singles})), ""]
-    if streams:
-        lines += [
-            "## Sequential streams",
-            "",
-            "Final timing (after the whole stream), over stream seeds; ppl = perplexity of the pre-edit",
-            "model's own held-out samples (`before` row: the unedited model); s/edit = wall-clock on this",
-            "machine, shared with other runs.",
-            "",
-            "| model | data | edits | editor | C0 tokens | seeds | faults | eff. score | para. score | neigh. score | token eff | token gen | spec | ret@10 | wild eff EM | wild eff F1 | wild gen F1 | wild spec F1 | ppl | s/edit |",
-            "|---|---|---|---|---|---|---|" + "---|" * 13,
-        ]
-        groups: dict[tuple, list[dict]] = {}
-        for r in streams:
-            cfg = r["config"]
-            key = (cfg["model"], r["data"], cfg["num_edits"], cfg["edits_per_step"])
-            groups.setdefault(key, []).append(r)
-        for key in sorted(groups):
-            rs = groups[key]
-            before = rs[0]["before"]
-            lines.append(
-                f"| {key[0]} | {key[1]} | {key[2]} | before | - | - | - | "
-                + " | ".join(_cell([before[m]]) if m in before else "-" for m in STREAM_METRICS)
-                + f" | {before.get('perplexity', float('nan')):.2f} | - |"
-            )
-            by_editor: dict[str, list[dict]] = {}
-            for r in rs:
-                by_editor.setdefault(r["editor"], []).append(r)
-            for editor, er in sorted(by_editor.items()):
-                faults = sum(1 for r in er if r["fault"])
-                ok = [r for r in er if not r["fault"]]
-                cells = [_cell([r["final"][m] for r in ok if m in r["final"]]) for m in STREAM_METRICS]
-                ppl = _cell([r["final"]["perplexity"] for r in ok if "perplexity" in r["final"]], 1.0, 2)
-                spe = _cell([r["seconds_per_edit"] for r in er], 1.0, 2)
-                lines.append(
-                    f"| {key[0]} | {key[1]} | {key[2]} | {editor} | "
-                    f"{'/'.join(sorted({str(r.get('c0_tokens', LEGACY_C0_TOKENS)) for r in er}))} | "
-                    f"{','.join(str(r['seed']) for r in er)} | {faults} | "
-                    + " | ".join(cells)
-                    + f" | {ppl} | {spe} |"
-                )
-        lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in streams})), ""]
-    out = ROOT / "docs" / "editors.md"
+    lines += [
+        "Sequential streams (both protocols, over stream seeds) are on the leaderboard,",
+        "[docs/results.md](../../docs/results.md), built from `results/runs/` by `edit-gym leaderboard`.",
+        "",
+    ]
+    out = ROOT / "results" / "editors" / "editors.md"
     atomic_write_text(out, "\n".join(lines))
     print(f"wrote {out} from {len(files)} run files")
 

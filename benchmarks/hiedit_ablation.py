@@ -86,8 +86,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="facts-test")
     parser.add_argument("--edits", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--json", default="docs/hiedit_ablation.json")
-    parser.add_argument("--markdown", default="docs/hiedit_ablation.md")
+    parser.add_argument("--json", default="results/hiedit/hiedit_ablation.json")
+    parser.add_argument("--markdown", default="results/hiedit/hiedit_ablation.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
     args = parser.parse_args()
     if args.render_only:

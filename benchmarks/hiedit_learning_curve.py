@@ -15,8 +15,8 @@ seeds; with the candidate sets the learned selector chose on the held-out stream
 curves to TensorBoard (``eval/return_<selector>``).
 
     python benchmarks/hiedit_learning_curve.py --env LifelongEdit-Tiny-v0 --low-level ridge \
-        --timesteps 2048 --eval-every 256 --out docs/hiedit_learning_curve
-    python benchmarks/hiedit_learning_curve.py --trainer maskable --budget 2 --out docs/hiedit_learning_curve_k2
+        --timesteps 2048 --eval-every 256 --out results/hiedit/hiedit_learning_curve
+    python benchmarks/hiedit_learning_curve.py --trainer maskable --budget 2 --out results/hiedit/hiedit_learning_curve_k2
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="ppo trainer's learning rate")
     parser.add_argument("--w-sparse", type=float, default=0.1, help="the env's sparsity weight (default 0.1)")
     parser.add_argument("--tensorboard", help="TensorBoard folder (training and eval curves)")
-    parser.add_argument("--out", default="docs/hiedit_learning_curve", help="path stem for .json/.md/.png")
+    parser.add_argument("--out", default="results/hiedit/hiedit_learning_curve", help="path stem for .json/.md/.png")
     parser.add_argument(
         "--save", help="also save the trained selector here (a folder for `edit-gym eval --agent hiedit`)"
     )

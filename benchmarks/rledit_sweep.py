@@ -8,7 +8,7 @@ Each setting trains a fresh hypernet on ``--train`` data and evaluates it on a s
     python benchmarks/rledit_sweep.py --grid smollm2 --env LifelongEdit-v0 --sequences 8 --lr 3e-4 \
         --train ../shared/data/counterfact/knowedit_counterfact_train.json \
         --test ../shared/data/counterfact/knowedit_counterfact_test.json \
-        --out runs/rledit-sweep-smollm2 --json docs/rledit_sweep_smollm2.json --markdown docs/rledit_sweep_smollm2.md
+        --out runs/rledit-sweep-smollm2 --json results/rledit/rledit_sweep_smollm2.json --markdown results/rledit/rledit_sweep_smollm2.md
 
 A setting's ``band`` ("START:STOP" of the default candidates) trains and edits only those
 matrices (which modules); it is compared with ``ridge`` on the same band.
@@ -113,8 +113,8 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", help="run only these setting names")
     parser.add_argument("--out", default="runs/rledit-sweep", help="checkpoints of each setting")
-    parser.add_argument("--json", default="docs/rledit_sweep.json")
-    parser.add_argument("--markdown", default="docs/rledit_sweep.md")
+    parser.add_argument("--json", default="results/rledit/rledit_sweep.json")
+    parser.add_argument("--markdown", default="results/rledit/rledit_sweep.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
     parser.add_argument("--append", action="store_true", help="add to the existing JSON's rows")
     args = parser.parse_args()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 AGENT_CHOICES = ("all", "fixed", "random", "topk-grad")
 
@@ -120,6 +121,7 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         extended=not getattr(args, "no_extended", False),
         retention_points=getattr(args, "retention_points", 0),
         samples=getattr(args, "samples", 0),
+        wild=getattr(args, "wild", False),
     )
     result["agent"] = args.agent
     inner = env.unwrapped
@@ -135,6 +137,11 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
 
         save_result(result, args.json)  # atomic, with format, version and checksum
         print(f"wrote {args.json}")
+    if getattr(args, "record", None):
+        from edit_gym import leaderboard
+
+        path = leaderboard.record_run(result, Path(args.record) / "runs")
+        print(f"recorded {path}; `edit-gym leaderboard` rebuilds docs/results.md")
     if getattr(args, "plots", None):
         from edit_gym.plots import save_plots
 
@@ -235,8 +242,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 flush=True,
             )
     if args.json:
-        from pathlib import Path
-
         from edit_gym.cache import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(report, indent=2))
@@ -245,7 +250,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from edit_gym.plots import load_result, save_plots
 
@@ -427,7 +431,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     flags = {field: getattr(args, dest) for dest, field in _RLEDIT_FLAGS.items()}
     swept = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if flags.get(k) is None}
     if swept:
-        print(f"{model}: swept defaults (docs/rledit_sweep_smollm2.md) for {swept}")
+        print(f"{model}: swept defaults (results/rledit/rledit_sweep_smollm2.md) for {swept}")
     explicit = {k: v for k, v in flags.items() if v is not None}
     config = default_config(model, seed=args.seed, **explicit)
     agent = RLEditAgent(env, config)
@@ -456,7 +460,6 @@ def _evaluate_trained(args: argparse.Namespace) -> int:
     """
     if not args.tensorboard or args.eval_edits == 0:
         return 0
-    from pathlib import Path
 
     from edit_gym.data.builtin import HELD_OUT_SPLIT
 
@@ -554,6 +557,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="greedy outputs before/after on the first N prompts (default: %(default)s)",
     )
+    ev.add_argument(
+        "--wild", action="store_true", help="also score by generation (in the wild; edit_gym/wild.py, slower)"
+    )
+    ev.add_argument(
+        "--record",
+        nargs="?",
+        const="results",
+        help="add the run to the leaderboard's store, RESULTS/runs/ (default: %(const)s)",
+    )
     ev.add_argument("--plots", help="write the run's PNG figures to this folder")
     ev.add_argument("--tensorboard", help="write the run to this TensorBoard folder")
     ev.set_defaults(func=_cmd_eval)
@@ -603,6 +615,20 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seed", type=int, default=0)
     be.add_argument("--json", help="write every figure and the machine to this file")
     be.set_defaults(func=_cmd_bench)
+    lb = sub.add_parser(
+        "leaderboard",
+        help="rebuild docs/results.md (and the README headline) from the recorded runs; add runs",
+        description="With no arguments: rewrite the leaderboard page from the run records under "
+        "results/runs/, byte for byte. `add FILE ...`: check result files (from eval --json) and "
+        "record them first.",
+    )
+    lb.add_argument("action", nargs="?", choices=["build", "add"], default="build")
+    lb.add_argument("files", nargs="*", help="result files for `add`")
+    lb.add_argument("--results", default="results", help="results folder (default: %(default)s)")
+    lb.add_argument("--page", default="docs/results.md", help="the page to write (default: %(default)s)")
+    lb.add_argument("--readme", default="README.md", help="README whose headline block is updated")
+    lb.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is out of date")
+    lb.set_defaults(func=_cmd_leaderboard)
     pl = sub.add_parser("plot", help="draw the PNG figures of an evaluation JSON (from eval --json)")
     pl.add_argument("run", help="evaluation JSON written by `edit-gym eval --json`")
     pl.add_argument("--out", help="folder for the PNGs (default: next to RUN, RUN_plots/)")
@@ -693,6 +719,30 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="checkpoint folder to write")
     tr.set_defaults(func=_cmd_train)
     return parser
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from edit_gym import leaderboard
+
+    runs = Path(args.results) / "runs"
+    if args.action == "add":
+        if not args.files:
+            raise ValueError("leaderboard add needs the result files to add (from edit-gym eval --json)")
+        for path in leaderboard.add(args.files, runs):
+            print(f"recorded {path}")
+    elif args.files:
+        raise ValueError(f"unexpected files {args.files}: did you mean `edit-gym leaderboard add FILE ...`?")
+    changed = leaderboard.build(
+        runs, args.page, readme=args.readme, figures=Path(args.results) / "leaderboard", check=args.check
+    )
+    if args.check:
+        if changed:
+            print(f"out of date: {', '.join(changed)} (run `edit-gym leaderboard`)")
+            return 1
+        print(f"{args.page} is what the records under {runs} give")
+        return 0
+    print(f"wrote {', '.join(changed)}" if changed else f"{args.page} was up to date")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

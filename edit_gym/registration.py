@@ -12,7 +12,7 @@ from __future__ import annotations
 
 ENTRY_POINT = "edit_gym.env:LifelongEditEnv"
 ACTION_VARIANTS = {"": "dict", "-Box": "box", "-MultiDiscrete": "multidiscrete", "-Mask": "mask"}
-DEFAULT_EDITOR = "alphaedit"  # the best named method measured on SmolLM2 (docs/editors.md)
+DEFAULT_EDITOR = "alphaedit"  # the best named method measured on SmolLM2 (results/editors/editors.md)
 ONE_STEP_EDITOR = "ridge"
 # id part -> (model, editor)
 MODELS = {

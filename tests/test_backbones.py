@@ -149,7 +149,7 @@ def test_smollm2_keeps_only_known_facts():
 @pytest.mark.parametrize("editor", ["rome", "memit", "alphaedit"])
 def test_smollm2_single_edits_stick(editor, shared_data):
     """ROME / MEMIT / AlphaEdit's published behaviour: a single edit into the pristine model sticks
-    (CounterFact efficacy score, p(new) > p(true); the full 100-record figures: docs/editors.md)."""
+    (CounterFact efficacy score, p(new) > p(true); the full 100-record figures: results/editors/editors.md)."""
     env = gym.make(
         "LifelongEdit-v0",
         editor=editor,

@@ -40,6 +40,26 @@ def test_builtin_train_test_split_is_disjoint_by_subject():
     assert set(train) | set(test) == set(everything)  # same requests (same targets) as in "facts"
 
 
+def test_builtin_questions_are_the_facts_asked_as_questions():
+    """The zsRE-style set: the same facts, targets and subject split as the cloze form, each prompt
+    (and paraphrase, and neighbour) a question in the frame, answered right after "Answer:"."""
+    for cloze_name, question_name in [("facts", "questions"), ("facts-test", "questions-test")]:
+        cloze, questions = load_requests(cloze_name), load_requests(question_name)
+        assert [(r.uid, r.target_new, r.target_true) for r in cloze] == [
+            (r.uid, r.target_new, r.target_true) for r in questions
+        ]
+    for r in load_requests("questions"):
+        assert r.prompt.startswith("Question: ") and r.prompt.endswith("?\nAnswer:")
+        assert r.subject in r.prompt
+        assert not any(p.startswith("Question: the ") for p in r.paraphrases)  # a sentence opens capitalised
+        assert len(r.paraphrases) == 2 and all(
+            p.endswith("?\nAnswer:") and r.subject in p for p in r.paraphrases
+        )
+        assert all(n.prompt.startswith("Question: ") and r.subject not in n.prompt for n in r.neighbours)
+    train = {r.uid.split(":", 1)[1] for r in load_requests("questions-train")}
+    assert not train & {r.uid.split(":", 1)[1] for r in load_requests("questions-test")}
+
+
 def test_knowedit_and_rome_files(shared_data):
     test = load_requests(str(shared_data / "knowedit_counterfact_test.json"))
     train = load_requests(str(shared_data / "knowedit_counterfact_train.json"))

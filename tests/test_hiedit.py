@@ -180,6 +180,7 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
 
     from edit_gym.cache import folder_sha256
     from edit_gym.cli import main
+    from edit_gym.result_file import load_result
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "maskable"
@@ -188,14 +189,15 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
     assert main([*args, "--out", str(out)]) == 0
     table = [sys.executable, str(root / "benchmarks" / "results_table.py"), "--model", "tiny"]
     table += ["--datasets", "facts-test", "--lengths", "5", "--rules", "ridge"]
-    files = ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
+    files = ["--runs", str(tmp_path / "runs"), "--page", str(tmp_path / "r.md")]
     run = subprocess.run(
         [*table, "--agents", f"hiedit:{out}", "random:3", "fixed:3", "fixed:2@4", *files],
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    runs = {r["agent"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    runs = {r["agent"]: r for r in map(load_result, sorted((tmp_path / "runs").rglob("*.json")))}
+    assert "random:3" in (tmp_path / "r.md").read_text()  # the leaderboard was rebuilt
     assert set(runs) == {f"hiedit:{out}", "random:3", "fixed:3", "fixed:2@4"}
     hiedit = runs[f"hiedit:{out}"]
     assert hiedit["config"]["budget"] == 2 and hiedit["config"]["action_type"] == "slots"
@@ -218,82 +220,65 @@ def test_results_table_runs_a_hiedit_selector_beside_sized_baselines(tmp_path):
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-500:]
 
 
-def _results_table_module():
-    import importlib.util
-    from pathlib import Path
+def _summary_run(seed: int, touched: float, efficacy: float, digests: dict | None = None, agent="random:2"):
+    from edit_gym.leaderboard import Run
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
-    spec = importlib.util.spec_from_file_location("results_table_under_test", path)
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
-    return table
-
-
-def _summary_run(seed: int, touched: float, efficacy: float, digests: dict | None = None) -> dict:
-    config = {"model": "tiny", "num_edits": 5, "editor": "rledit:runs/x"}
-    final = {"efficacy": efficacy, "perplexity": 10.0}
-    run = {
-        "config": config,
-        "data": "facts-test",
-        "agent": "random:2",
-        "seed": seed,
-        "final": final,
-        "touched_fraction": touched,
-        "seconds_per_edit": 1.0,
-        "fault": "",
-        "edits": 5,
-    }
-    if digests is not None:
-        run["checkpoint_sha256"] = digests
-    return run
+    final = {"efficacy": efficacy, "generalization": efficacy, "specificity": 0.5, "perplexity": 10.0}
+    return Run(
+        path=f"{agent}-{seed}.json",
+        model="tiny",
+        data="facts-test",
+        length=5,
+        editor="rledit:runs/x",
+        agent=agent,
+        seed=seed,
+        fault="",
+        final=final,
+        touched=touched,
+        seconds_per_edit=1.0,
+        digests=digests or {},
+    )
 
 
-def test_results_table_seed_summary_reports_the_fraction_touched():
-    """The "Over seeds" rows carry the mean fraction of candidates touched, with its interval, so a
-    selector's sparsity is read beside its scores (issue 5 reports both)."""
-    table = _results_table_module()
-    rows = table.seed_summary([_summary_run(0, 0.4, 0.5), _summary_run(1, 0.6, 0.7)])
-    header = next(line for line in rows if line.startswith("| model"))
-    row = next(line for line in rows if line.startswith("| tiny"))
-    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
-    assert cells["touched"].strip() == "50% ± 127"  # 40 and 60: sem 10, t(1 dof) 12.706
-    assert cells["eff"].strip() == "60.0 ± 127.1"
-    assert cells["seeds"] == "0,1"
+def test_leaderboard_reports_the_fraction_touched_over_seeds():
+    """A row carries the mean fraction of candidates touched, with its interval, so a selector's
+    sparsity is read beside its scores."""
+    from edit_gym.leaderboard import tables
+
+    (row,) = tables([_summary_run(0, 0.4, 0.5), _summary_run(1, 0.6, 0.7)])[0].rows
+    assert row.touched == pytest.approx((0.5, 12.706 * 0.1))  # 40 and 60: sem 10, t(1 dof) 12.706
+    assert row.cells["efficacy"] == pytest.approx((0.6, 12.706 * 0.1))
+    assert row.seeds == [0, 1]
 
 
-def test_results_table_never_pools_seeds_over_different_weights_under_one_name():
+def test_leaderboard_never_pools_seeds_over_different_weights_under_one_name():
     """Two trainings saved to the same folder name are different settings: seeds pool only when the
     recorded checkpoint digests agree, and the digest is shown after the name."""
-    table = _results_table_module()
+    from edit_gym.leaderboard import tables
+
     a, b = {"rule": "aaaaaaaa11111111"}, {"rule": "bbbbbbbb22222222"}
     runs = [_summary_run(0, 0.5, 0.5, a), _summary_run(1, 0.5, 0.6, b), _summary_run(2, 0.5, 0.7, a)]
-    rows = [line for line in table.seed_summary(runs) if line.startswith("| tiny")]
-    assert len(rows) == 1 and "rledit:runs/x @aaaaaaaa" in rows[0] and "| 0,2 |" in rows[0]
-    assert table.seed_summary(runs[:2]) == []  # one seed per digest: nothing to pool
+    rows = {r.label: r for r in tables(runs)[0].rows}
+    assert rows["rledit:runs/x @aaaaaaaa / random:2"].seeds == [0, 2]
+    assert rows["rledit:runs/x @bbbbbbbb / random:2"].seeds == [1]
 
 
-def test_results_table_pairs_each_agent_with_all_candidates_on_the_same_seed():
-    """The "Paired against all candidates" rows are per-seed differences from the `all` run of the
-    same rule (issue 5's claim is relative to RLEdit = all candidates): a hand computation on two
-    seeds, and a seed without its `all` run is left out of the pairing."""
-    table = _results_table_module()
+def test_leaderboard_pairs_each_agent_with_all_candidates_on_the_same_seed():
+    """The paired rows are per-seed differences from the `all` run of the same rule (HiEdit's claim
+    is relative to RLEdit = all candidates): a hand computation on two seeds; a seed without its
+    `all` run is left out of the pairing."""
+    from edit_gym.leaderboard import paired
 
-    def run(agent: str, seed: int, efficacy: float, touched: float = 1.0) -> dict:
-        r = _summary_run(seed, touched, efficacy)
-        r["agent"] = agent
-        r["final"].update(generalization=efficacy, specificity=0.5)
-        return r
+    def run(agent: str, seed: int, efficacy: float, touched: float = 1.0):
+        return _summary_run(seed, touched, efficacy, agent=agent)
 
     runs = [run("all", 0, 0.2), run("all", 1, 0.4), run("fixed:2", 0, 0.3, 0.5), run("fixed:2", 1, 0.6, 0.5)]
     runs.append(run("fixed:2", 2, 0.9, 0.5))  # no `all` on seed 2: not paired
-    rows = table.paired_summary(runs)
-    header = next(line for line in rows if line.startswith("| model"))
-    row = next(line for line in rows if line.startswith("| tiny"))
-    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
-    assert cells["seeds"] == "0,1"
-    assert cells["Δ eff"] == "+15.0 ± 63.5"  # differences 10 and 20: mean 15, sem 5, t(1) 12.706
-    assert cells["Δ spec"] == "+0.0 ± 0.0"
-    assert cells["touched"] == "50% ± 0%"
+    ((key, (row,)),) = paired(runs).items()
+    assert key == ("tiny", "facts-test", 5) and row.reference == "all" and row.seeds == [0, 1]
+    assert row.diffs["efficacy"] == pytest.approx((0.15, 12.706 * 0.05))  # differences 10 and 20
+    assert row.diffs["specificity"] == pytest.approx((0.0, 0.0))
+    assert row.touched == pytest.approx((0.5, 0.0))
     # mean of (eff, gen, spec): agent (0.3+0.3+0.5)/3, (0.6+0.6+0.5)/3 -> 0.4667; all -> 0.3667
-    assert cells["rel. avg"] == "+27%"
-    assert table.paired_summary(runs[:3]) == []  # one paired seed: no row
+    assert row.relative == pytest.approx(0.4667 / 0.3667 - 1, abs=1e-3)
+    assert paired(runs[:3]) == {}  # one paired seed: no row

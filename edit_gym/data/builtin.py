@@ -19,10 +19,12 @@ import numpy as np
 
 from edit_gym.data.request import EditRequest, Probe
 
-BUILTIN_DATASETS = ("facts", "facts-train", "facts-test")
+BUILTIN_DATASETS = ("facts", "facts-train", "facts-test", "questions", "questions-train", "questions-test")
+# the question form (zsRE-style) of a fact: its relation's question inside this frame
+QUESTION_FRAME = "Question: {}\nAnswer:"
 TEST_FRACTION = 0.3  # of subjects, for the facts-train / facts-test split
 # the by-subject split of the built-in facts: training split -> its held-out split
-HELD_OUT_SPLIT = {"facts-train": "facts-test"}
+HELD_OUT_SPLIT = {"facts-train": "facts-test", "questions-train": "questions-test"}
 NEIGHBOURS_PER_REQUEST = 3
 _SEED = 20260
 
@@ -43,7 +45,8 @@ def fill(template: str, subject: str) -> tuple[str, str]:
 
     Returns the prompt and the subject as it appears in the prompt.
     """
-    if template.startswith("{}") and subject[:1].islower():
+    opening = template.split("{}", 1)[0]
+    if (opening == "" or opening.endswith((": ", "\n"))) and subject[:1].islower():
         subject = subject[:1].upper() + subject[1:]
     return template.replace("{}", subject, 1), subject
 
@@ -57,8 +60,11 @@ def split_of(subject: str) -> str:
 def builtin_requests(name: str = "facts") -> list[EditRequest]:
     """All requests of a built-in dataset, in a fixed order.
 
-    ``facts`` is every fact; ``facts-train`` and ``facts-test`` split it by subject (about 70 / 30),
-    for training learned editors on one part and evaluating them on the other.
+    ``facts`` is every fact in cloze form ("The capital of France is"); ``facts-train`` and
+    ``facts-test`` split it by subject (about 70 / 30), for training learned editors on one part
+    and evaluating them on the other. ``questions`` (``-train`` / ``-test``) are the same facts,
+    targets and splits asked as questions, zsRE-style ("Question: What is the capital of
+    France?\nAnswer:"), with question paraphrases and neighbours.
     """
     if name not in BUILTIN_DATASETS:
         raise ValueError(f"unknown built-in dataset {name!r} (known: {', '.join(BUILTIN_DATASETS)})")
@@ -67,9 +73,15 @@ def builtin_requests(name: str = "facts") -> list[EditRequest]:
     for subject, relation, obj in rows:
         by_relation.setdefault(relation, []).append((subject, obj))
     rng = np.random.default_rng(_SEED)
+    questions = name.startswith("questions")
     requests = []
     for subject, relation, obj in rows:
         templates = relations[relation]
+        if questions:
+            templates = {
+                "prompt": QUESTION_FRAME.format(templates["question"]),
+                "paraphrases": [QUESTION_FRAME.format(t) for t in templates["question_paraphrases"]],
+            }
         facts = by_relation[relation]
         objects = sorted({o for _, o in facts if o != obj})
         target_new = objects[int(rng.integers(len(objects)))]
@@ -94,7 +106,7 @@ def builtin_requests(name: str = "facts") -> list[EditRequest]:
                 uid=f"{relation}:{subject}",
             )
         )
-    if name != "facts":
+    if "-" in name:
         requests = [r for r in requests if split_of(r.uid.split(":", 1)[1]) == name.split("-", 1)[1]]
     return requests
 

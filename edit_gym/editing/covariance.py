@@ -7,7 +7,7 @@ sample sets are drawn: ``"covariance"`` (512 x 48 tokens) for C0, ``"heldout"`` 
 perplexity probe. 512 x 48 because AlphaEdit's null space needs it: estimated from 6,144 tokens
 (the earlier 128 x 48), the directions it takes for unused hold 7% of unseen ordinary-text keys'
 energy against the 2% asked for; from 24,576 tokens 3% (``benchmarks/c0_samples.py``,
-docs/c0_samples.md). Both, and C0, are cached on disk per backbone.
+results/editors/c0_samples.md). Both, and C0, are cached on disk per backbone.
 
 Memory: C0 is one d_in x d_in float32 matrix per candidate, e.g. 30 x 1536^2 x 4 B = 283 MB for
 SmolLM2-135M's ``down_proj``s (the same again in RAM for MEMIT's inverse or AlphaEdit's projector).

@@ -105,10 +105,10 @@ METHODS: dict[str, Method] = {
     ),
 }
 
-# What was measured on a built-in backbone (benchmarks/band_sweep.py, docs/editors.md): the band
+# What was measured on a built-in backbone (benchmarks/band_sweep.py, results/editors/editors.md): the band
 # (block indices) and the values that do not carry over from the papers' 1.5-8B models.
 BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    # SmolLM2-135M. Band: docs/band_sweep_smollm2.md (MEMIT single edits, 10 train records): bands
+    # SmolLM2-135M. Band: results/editors/band_sweep_smollm2.md (MEMIT single edits, 10 train records): bands
     # ending at blocks 3 / 5 / 7 / 10 reach efficacy score 100% and token efficacy 94 / 98 / 99 / 100%,
     # relation specificity 16-19% for all; 3-7 (22 blocks above the target) as the field's lower band.
     # Target: 10 train-split requests at block 7, 25 steps (`band_sweep.py --target-grid`, docstring):

@@ -1,0 +1,133 @@
+"""The leaderboard: hand-written run records give the right means, intervals, fault counts and
+order; damaged or hand-edited records are refused naming the file; the committed page is what the
+committed records give, byte for byte."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edit_gym import leaderboard
+from edit_gym.cli import main
+from edit_gym.result_file import save_result
+from edit_gym.stats import interval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(editor: str, seed: int, eff: float, gen: float, spec: float, *, fault: str = "", wild: bool = False):
+    final = {"efficacy": eff, "generalization": gen, "specificity": spec, "perplexity": 8.0 + seed}
+    if wild:
+        final.update(wild_efficacy_f1=eff / 2, wild_generalization_f1=gen / 2, wild_specificity_f1=spec)
+    return {
+        "config": {"model": "tiny", "dataset": "facts", "num_edits": 20, "editor": editor},
+        "agent": "all",
+        "seed": seed,
+        "fault": fault,
+        "final": final,
+        "touched_fraction": 0.5,
+        "seconds_per_edit": 1.0 + seed,
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (e, g, s) in enumerate([(0.9, 0.6, 0.8), (0.7, 0.5, 0.6), (0.8, 0.7, 0.7)]):
+        leaderboard.record_run(_run("alphaedit", seed, e, g, s, wild=True), runs)
+    leaderboard.record_run(_run("memit", 0, 0.2, 0.2, 0.2), runs)
+    leaderboard.record_run(_run("memit", 1, 0.3, 0.3, 0.3), runs)
+    leaderboard.record_run(
+        _run("memit", 2, 0.9, 0.9, 0.9, fault="edit loss after update 60 exceeds max_loss"), runs
+    )
+    return runs
+
+
+def test_means_intervals_faults_and_order(store):
+    tables = leaderboard.tables(leaderboard.load_runs(store))
+    assert [(t.protocol, [r.label for r in t.rows]) for t in tables] == [
+        ("teacher-forced", ["alphaedit / all", "memit / all"]),
+        ("in the wild", ["alphaedit / all"]),  # memit has no generation scores
+    ]
+    alpha, memit = tables[0].rows
+    assert alpha.cells["efficacy"] == pytest.approx(interval([0.9, 0.7, 0.8]))
+    scores = [leaderboard.harmonic_mean(v) for v in ([0.9, 0.6, 0.8], [0.7, 0.5, 0.6], [0.8, 0.7, 0.7])]
+    assert alpha.score == pytest.approx(interval(scores))
+    assert alpha.seeds == [0, 1, 2] and alpha.faults == []
+    # the faulted stream is counted and left out of the means (its 0.9 would lift them)
+    assert memit.seeds == [0, 1] and memit.faults == [2]
+    assert memit.cells["efficacy"] == pytest.approx(interval([0.2, 0.3]))
+    assert memit.seconds == pytest.approx(interval([1.0, 2.0, 3.0]))  # cost counts every stream
+    wild = tables[1].rows[0]
+    assert wild.cells["wild_efficacy_f1"][0] == pytest.approx(np.mean([0.45, 0.35, 0.4]))
+    page = leaderboard.render_page(tables)
+    # HM 0.2 and 0.3 over 2 seeds: 25.0 +- t(1) 12.706 * 0.0707 / sqrt(2) = 63.5
+    assert "| memit / all | **25.0 ± 63.5** |" in page
+    assert "| 1 (2) |" in page
+    assert page == leaderboard.render_page(leaderboard.tables(leaderboard.load_runs(store)))
+
+
+def test_harmonic_mean():
+    assert leaderboard.harmonic_mean([0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert leaderboard.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert leaderboard.harmonic_mean([1.0, 0.0]) == 0.0
+    assert np.isnan(leaderboard.harmonic_mean([1.0, float("nan")]))
+
+
+def test_a_hand_edited_record_is_refused_naming_the_file(store):
+    path = next(store.rglob("alphaedit--all--seed-1.json"))
+    data = json.loads(path.read_text())
+    data["final"]["efficacy"] = 1.0  # "improved" by hand
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="seed-1.json.*checksum"):
+        leaderboard.load_runs(store)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"config": {', "not valid JSON"),
+        ('{"final": {}}', "no format and checksum"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
+def test_damaged_or_foreign_records_are_refused(store, content, problem):
+    bad = store / "tiny" / "facts" / "20" / "broken.json"
+    bad.write_text(content)
+    with pytest.raises(ValueError, match=f"broken.json.*{problem}|{problem}.*broken.json"):
+        leaderboard.load_runs(store)
+
+
+def test_a_checksummed_file_that_is_not_a_run_is_refused(store):
+    save_result({"hello": 1}, store / "odd.json")
+    with pytest.raises(ValueError, match="odd.json.*not a run record"):
+        leaderboard.load_runs(store)
+
+
+def test_cli_builds_checks_and_adds(store, tmp_path, capsys):
+    results, page, readme = store.parent, tmp_path / "page.md", tmp_path / "README.md"
+    readme.write_text(f"intro\n{leaderboard.README_START}\nold\n{leaderboard.README_END}\nrest\n")
+    args = ["leaderboard", "--results", str(results), "--page", str(page), "--readme", str(readme)]
+    assert main([*args, "--check"]) == 1
+    assert main(args) == 0
+    assert main([*args, "--check"]) == 0
+    assert "alphaedit / all" in readme.read_text() and readme.read_text().endswith("rest\n")
+    assert (results / "leaderboard" / "tiny-facts-20.png").is_file()
+    # adding a run is one command; the page then shows it
+    extra = tmp_path / "eval.json"
+    save_result(_run("rome", 0, 1.0, 1.0, 1.0), extra)
+    assert main(["leaderboard", "add", str(extra), *args[1:]]) == 0
+    assert "| rome / all |" in page.read_text()
+    capsys.readouterr()
+    assert main(["leaderboard", "add", *args[1:]]) == 2  # nothing to add: a clear error
+    assert "needs the result files" in capsys.readouterr().err
+
+
+def test_the_committed_page_is_what_the_committed_runs_give():
+    changed = leaderboard.build(
+        ROOT / "results" / "runs", ROOT / "docs" / "results.md", readme=ROOT / "README.md", check=True
+    )
+    assert changed == [], "run `edit-gym leaderboard` and commit the page"
