@@ -75,8 +75,8 @@ def run_demo(
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
+    from agents.registry import check_agent_spec, resolve_agent
     from agents.rledit import RLEditAgent, default_config, training_band
-    from edit_gym.cli import check_agent_spec, resolve_agent
     from edit_gym.result_file import save_result
     from edit_gym.runner import run_episode
 

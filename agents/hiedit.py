@@ -7,7 +7,8 @@ RL on the env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse *
 * ``trainer="ppo"``: the single-file PPO of :mod:`agents.ppo` on the native Dict action (Bernoulli
   mask, Gaussian coefficients), with its per-layer shared encoder;
 * ``trainer="sb3"``: Stable-Baselines3 PPO on the ``mask`` action (MultiBinary), with
-  :class:`LayerStatsExtractor` (the same per-layer shared encoder, as an SB3 features extractor);
+  :class:`agents.features.LayerStatsExtractor` (the same per-layer shared encoder, as an SB3
+  features extractor);
 * ``trainer="maskable"``: sb3-contrib ``MaskablePPO`` under a layer budget K: the ``slots`` action
   (K picks, each a candidate or none) with the env's ``action_masks()``, so every edit touches 1 to
   K candidates by construction (the same extractor);
@@ -32,6 +33,7 @@ import gymnasium as gym
 import torch
 
 from agents.checkpointing import PeriodicSave
+from agents.features import LayerStatsExtractor
 from edit_gym.cache import atomic_write_folder
 from edit_gym.tensorboard_layout import step_scalars
 
@@ -39,30 +41,6 @@ TRAINERS = ("ppo", "sb3", "maskable", "straight-through")
 ACTION_TYPE = {"ppo": "dict", "sb3": "mask", "maskable": "slots", "straight-through": "dict"}
 SB3_SETTINGS = {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "gamma": 0.95}  # short, costly episodes
 META_FILE = "hiedit.json"
-
-
-def _sb3_extractor_base():
-    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-
-    return BaseFeaturesExtractor
-
-
-class LayerStatsExtractor(_sb3_extractor_base()):
-    """SB3 features extractor: :class:`agents.ppo.LayerEncoder`, one MLP shared by every candidate row.
-
-    Output: the L per-layer feature vectors, flattened (L * hidden), so the policy's action head can
-    score each layer from its own features.
-    """
-
-    def __init__(self, observation_space: gym.spaces.Dict, hidden: int = 32) -> None:
-        from agents.ppo import LayerEncoder
-
-        num_layers = observation_space["layer_stats"].shape[0]
-        super().__init__(observation_space, features_dim=num_layers * hidden)
-        self.layers = LayerEncoder(observation_space, hidden)
-
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.layers.features(obs).flatten(1)
 
 
 def make_training_env(

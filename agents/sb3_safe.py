@@ -44,7 +44,7 @@ def _safe_classes() -> dict[str, type]:
     """``str(cls)`` -> cls for the classes a ``policy_kwargs`` may name."""
     from torch import nn, optim
 
-    from agents.hiedit import LayerStatsExtractor
+    from agents.features import LayerStatsExtractor
 
     classes = [LayerStatsExtractor, nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid]
     classes += [optim.Adam, optim.AdamW, optim.RMSprop, optim.SGD]
@@ -54,7 +54,9 @@ def _safe_classes() -> dict[str, type]:
         classes += [CombinedExtractor, FlattenExtractor]
     except ImportError:  # pragma: no cover
         pass
-    return {str(cls): cls for cls in classes}
+    named = {str(cls): cls for cls in classes}
+    named["<class 'agents.hiedit.LayerStatsExtractor'>"] = LayerStatsExtractor  # models saved before the move
+    return named
 
 
 def _algorithms() -> list[type]:

@@ -138,7 +138,7 @@ def construction_rows(tmp: Path) -> list[dict]:
         for what, fn in cases
     ]
 
-    from edit_gym.cli import check_agent_spec
+    from agents.registry import check_agent_spec
 
     rows.append(
         {

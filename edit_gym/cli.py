@@ -48,66 +48,11 @@ def _announce(env_id: str) -> None:
     print(f"loading {env_id} (a first run converts/trains and caches the model)...", file=sys.stderr)
 
 
-def _require_checkpoint(agent: str, checkpoint: str | None) -> str:
-    if not checkpoint:
-        raise ValueError(f"--agent {agent} needs --checkpoint DIR (from `edit-gym train {agent} --out DIR`)")
-    return checkpoint
-
-
-def resolve_agent(spec: str, env, checkpoint: str | None = None):
-    """An agent from a baseline name, ``module:Class``, or a saved SB3 model ``.zip``."""
-
-    from agents import BASELINES
-
-    if spec in BASELINES:
-        return BASELINES[spec](env)
-    if spec == "hiedit":
-        from agents.hiedit import HiEditAgent
-
-        return HiEditAgent.load(_require_checkpoint(spec, checkpoint), env=env)
-    if spec == "rledit":
-        from agents.rledit import RLEditAgent
-
-        return RLEditAgent.load(_require_checkpoint(spec, checkpoint), env=env)
-    if spec.endswith(".zip") or (checkpoint and checkpoint.endswith(".zip") and spec in ("sb3", "ppo")):
-        path = checkpoint if spec in ("sb3", "ppo") else spec
-        from agents.sb3_safe import load_sb3
-
-        return load_sb3(path, env)  # replaces every pickled field: loading never runs code from the file
-    if ":" in spec:
-        import importlib
-
-        module_name, _, cls_name = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), cls_name)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(f"unknown agent {spec!r}: {err}") from None
-        if checkpoint:
-            return cls.load(checkpoint, env=env) if hasattr(cls, "load") else cls(env, checkpoint)
-        return cls(env)
-    raise ValueError(
-        f"unknown agent {spec!r} (baselines: {', '.join(BASELINES)}; or module:Class, or an SB3 .zip)"
-    )
-
-
-def check_agent_spec(spec: str) -> None:
-    """Reject an agent name that cannot resolve, before any model is loaded."""
-    from agents import BASELINES
-
-    if spec in BASELINES or spec in ("hiedit", "rledit", "sb3", "ppo") or spec.endswith(".zip"):
-        return
-    module_name, sep, cls_name = spec.partition(":")
-    if not (sep and module_name and cls_name):
-        raise ValueError(
-            f"unknown agent {spec!r} (baselines: {', '.join(BASELINES)}; rledit, hiedit with --checkpoint; "
-            "or module:Class, or an SB3 .zip)"
-        )
-
-
 def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     import gymnasium as gym
 
     import edit_gym  # noqa: F401  registers the ids
+    from agents.registry import check_agent_spec, resolve_agent  # agents import torch: not at CLI start-up
     from edit_gym.runner import results_table, run_episode
 
     check_agent_spec(args.agent)
@@ -262,6 +207,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agents.demo import run_demo
+    from agents.registry import check_agent_spec
     from edit_gym.runner import comparison_table
 
     check_agent_spec(args.agent)
@@ -296,13 +242,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from agents.registry import require_checkpoint  # agents import torch: not at CLI start-up
+
     kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
     if args.dataset:
         kwargs["dataset"] = args.dataset
     if args.agent == "hiedit":
         from agents.hiedit import HiEditAgent
 
-        meta = HiEditAgent.read_meta(_require_checkpoint(args.agent, args.checkpoint))
+        meta = HiEditAgent.read_meta(require_checkpoint(args.agent, args.checkpoint))
         kwargs.update(editor=meta["editor"], action_type=meta["action_type"])
         if meta.get("env_budget") is not None:
             kwargs["budget"] = meta["env_budget"]
@@ -310,7 +258,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
         # the learned rule is the editor; --editor may add wrappers, e.g. --editor nullspace
-        kwargs["editor"] = f"rledit:{_require_checkpoint(args.agent, args.checkpoint)}" + (
+        kwargs["editor"] = f"rledit:{require_checkpoint(args.agent, args.checkpoint)}" + (
             f"+{args.editor}" if args.editor else ""
         )
     elif args.editor:

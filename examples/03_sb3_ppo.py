@@ -15,7 +15,7 @@ from stable_baselines3 import PPO
 
 import edit_gym  # noqa: F401  registers the ids
 from agents.callbacks import EditMetricsCallback
-from agents.hiedit import LayerStatsExtractor
+from agents.features import LayerStatsExtractor
 from edit_gym.runner import run_episode
 
 env = gym.make("LifelongEdit-Tiny-v0", action_type="mask", num_edits=8, final_eval=False)

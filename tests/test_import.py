@@ -36,3 +36,33 @@ def test_default_config_and_unknown_option():
         make_config(num_edits=5, edits_per_step=2)
     with pytest.raises(ValueError, match="unknown reward mode"):
         make_config(reward="nope")
+
+
+def _imports(path) -> set[str]:
+    """Every module a source file imports (top level and inside functions)."""
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+    return out
+
+
+def test_imports_go_one_way():
+    """The command line sits on top: no module of either package imports it; resolving an agent by
+    name lives in the agents (agents.registry); the safe SB3 loader and HiEdit share the extractor
+    from agents.features instead of importing each other."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*(root / "agents").glob("*.py"), *(root / "edit_gym").rglob("*.py")]:
+        if path.name != "cli.py":
+            assert "edit_gym.cli" not in _imports(path), f"{path.relative_to(root)} imports the CLI"
+    assert "agents.hiedit" not in _imports(root / "agents" / "sb3_safe.py")
+    assert "agents.sb3_safe" in _imports(root / "agents" / "hiedit.py")
+    edit_gym_modules = [p for p in (root / "edit_gym").rglob("*.py") if p.name != "cli.py"]
+    for path in edit_gym_modules:  # the environment suite never needs the agents
+        assert not any(m == "agents" or m.startswith("agents.") for m in _imports(path)), path.name

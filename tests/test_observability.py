@@ -105,7 +105,7 @@ def test_sb3_callback_logs_the_layout(tmp_path):
     from stable_baselines3 import PPO
 
     from agents.callbacks import EditMetricsCallback
-    from agents.hiedit import LayerStatsExtractor
+    from agents.features import LayerStatsExtractor
 
     env = gym.make("LifelongEdit-Tiny-v0", action_type="mask", num_edits=4)
     model = PPO(

@@ -31,7 +31,7 @@ def _env():
 def _save(tmp_path, algo_name: str = "PPO"):
     import stable_baselines3 as sb3
 
-    from agents.hiedit import LayerStatsExtractor
+    from agents.features import LayerStatsExtractor
 
     env = _env()
     algo = getattr(sb3, algo_name)
