@@ -197,10 +197,16 @@ def stream(args) -> None:
             if path.exists() and not args.force:
                 print(f"{path} exists (--force reruns it)")
                 continue
+            before, before_from = (None, None)
+            if args.reuse_before:
+                before, before_from = _recorded_before(path.parent, seed)
             start = time.perf_counter()
-            result = run_episode(env, agent, seed, extended=True, progress=args.progress, wild=args.wild)
+            result = run_episode(
+                env, agent, seed, extended=True, progress=args.progress, wild=args.wild, before=before
+            )
             result.update(
                 {
+                    "before_from": before_from,
                     "kind": "stream",
                     "command": _command(),
                     "data": _data_name(args.data),
@@ -228,12 +234,28 @@ def stream(args) -> None:
             )
 
 
+def _recorded_before(folder: Path, seed: int) -> tuple[dict | None, str | None]:
+    """The pre-edit scores of the same stream (model, data, length, seed) from a recorded run.
+
+    They depend only on the stream, and on 839 requests they cost as much as the final evaluation;
+    the record says where they came from (``before_from``); a run recorded before a score existed
+    lacks it in ``before``.
+    """
+    from edit_gym.result_file import load_result
+
+    for f in sorted(folder.glob(f"*--seed-{seed}.json")) if folder.is_dir() else []:
+        run = load_result(f)
+        if run.get("before"):
+            return run["before"], str(f.relative_to(ROOT))
+    return None, None
+
+
 def speed(args) -> None:
     """An edit's cost in forward+backward passes of the model, measured in one run.
 
-    One pass = the median time of one forward+backward over a step's edit prompts (the capture
-    every step makes). Per editor: an env step with one request, and a step of ``--batch``
-    requests divided by their number, each as a multiple of the pass over the same requests.
+    One pass = one forward+backward over *one* edit prompt (the capture a step makes), the median
+    over the step's requests, each timed alone. Per editor: an env step with one request, and a
+    step of ``--batch`` requests divided by their number, each as a multiple of that pass.
     """
     from edit_gym.actions import encode_action
     from edit_gym.editing.capture import capture
@@ -251,12 +273,13 @@ def speed(args) -> None:
             ratios = []
             for t in range(args.steps):
                 reqs = [env.requests[i] for i in env._batch_requests(t)]
-                batch = env.encoder.encode([(r.prompt, r.target_new) for r in reqs], device=env.device)
                 passes = []
-                for _ in range(3):
-                    start = time.perf_counter()
-                    capture(env.model, env.candidates, batch)
-                    passes.append(time.perf_counter() - start)
+                for r in reqs:
+                    one = env.encoder.encode([(r.prompt, r.target_new)], device=env.device)
+                    for _ in range(3):
+                        start = time.perf_counter()
+                        capture(env.model, env.candidates, one)
+                        passes.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 env.step(action)
                 ratios.append((time.perf_counter() - start) / float(np.median(passes)) / per_step)
@@ -355,6 +378,11 @@ def main() -> None:
     st.add_argument("--seeds", type=int, nargs="+", default=[0])
     st.add_argument("--wild", action="store_true", help="also record the generation-based protocol")
     st.add_argument("--force", action="store_true")
+    st.add_argument(
+        "--reuse-before",
+        action="store_true",
+        help="take the pre-edit scores of the same stream from a recorded run instead of computing them",
+    )
     st.add_argument("--progress", action="store_true")
     sp = sub.add_parser("speed")
     sp.add_argument("--editors", nargs="+", required=True)

@@ -64,8 +64,11 @@ def run_episode(
 
     inner = env.unwrapped
     obs, _ = env.reset(seed=seed, options=options)
+    eval_seconds: dict[str, float] = {}
     if before is None:
+        start = time.perf_counter()
         before = inner.evaluate("stream", extended=extended, wild=wild)
+        eval_seconds["before"] = time.perf_counter() - start
     outputs_before = inner.sample_outputs(samples) if samples else []
     steps = inner.num_steps
     checkpoints = {-(-r * steps // retention_points) for r in range(1, retention_points + 1)}
@@ -97,7 +100,9 @@ def run_episode(
             bar.set_postfix(eff=f"{info['efficacy']:.2f}", loss=f"{info['edit_loss_after']:.2f}")
             if info.get("fault"):
                 break
+    start = time.perf_counter()
     final = inner.evaluate("edited", extended=extended, wild=wild)
+    eval_seconds["final"] = time.perf_counter() - start
     edits = curve[-1]["edit_index"] if curve else 0
     outputs_after = inner.sample_outputs(samples) if samples else []
     sample_rows = [
@@ -128,6 +133,7 @@ def run_episode(
         / inner.cfg.edits_per_step,
         "touched_fraction": float(np.mean([c["layers_touched"] for c in curve])) / inner.num_candidates,
         "seconds_per_edit": seconds / max(edits, 1),
+        "evaluation_seconds": eval_seconds,  # wall time of the before / final evaluations
         "fault": info.get("fault", "") if curve else "",
         "candidate_names": list(inner.candidate_names),
         "curve": curve,
