@@ -109,9 +109,9 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
     cfg = EnvConfig(**merged)
     if cfg.num_edits < 1 or cfg.edits_per_step < 1:
         raise ValueError("num_edits and edits_per_step must be positive integers")
-    if cfg.num_edits % cfg.edits_per_step:
+    if cfg.edits_per_step > cfg.num_edits:
         raise ValueError(
-            f"num_edits ({cfg.num_edits}) must be a multiple of edits_per_step ({cfg.edits_per_step})"
+            f"edits_per_step ({cfg.edits_per_step}) is larger than the stream (num_edits {cfg.num_edits})"
         )
     if cfg.reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")

@@ -218,7 +218,8 @@ class LifelongEditEnv(gym.Env):
         self._rule = self._build_editor()
         self.step_size = float(step)
         self.num_candidates = len(self._state.candidates)
-        self.num_steps = self.cfg.num_edits // self.cfg.edits_per_step
+        # the last step takes what is left when edits_per_step does not divide the stream (839 = prime)
+        self.num_steps = -(-self.cfg.num_edits // self.cfg.edits_per_step)
         self.candidate_names = [c.name for c in self._state.candidates]
         embed_dim = self._state.model.get_input_embeddings().weight.shape[1]
         low = np.array([lo for _, lo, _ in LAYER_STATS], dtype=np.float32)
@@ -568,7 +569,7 @@ class LifelongEditEnv(gym.Env):
             **metrics,
             "layers_touched": len(selected),
             "touched_fraction": touched,
-            "edit_index": self._t * self.cfg.edits_per_step,
+            "edit_index": min(self._t * self.cfg.edits_per_step, self.cfg.num_edits),
             "edited_candidates": [int(j) for j in selected],
             "coef_magnitude": float(np.abs(coef[selected]).mean()) if len(selected) else 0.0,
             "fault": fault,
@@ -808,7 +809,7 @@ class LifelongEditEnv(gym.Env):
 
     def _applied(self) -> list[int]:
         """Request indices of the edits applied so far, in stream order."""
-        return [int(i) for i in self._stream[: self._t * self.cfg.edits_per_step]]
+        return [int(i) for i in self._stream[: min(self._t * self.cfg.edits_per_step, self.cfg.num_edits)]]
 
     def edit_efficacies(self) -> list[float]:
         """Efficacy of each edit applied so far, in stream order, on the current weights.

@@ -464,3 +464,20 @@ def test_a_target_that_tokenizes_to_nothing_is_refused_at_construction(tmp_path,
     path.write_text(json.dumps(records))
     with pytest.raises(InvalidRecordError, match="field 'target_new': answer '∅' tokenizes to no token"):
         gym.make("LifelongEdit-Tiny-v0", dataset=str(path), num_edits=1, known_only=False)
+
+
+@pytest.mark.parametrize("editor", ["ridge", "memit"])
+def test_a_stream_that_edits_per_step_does_not_divide_ends_with_a_shorter_step(editor):
+    """839 CounterFact records is a prime: 5 edits at 2 per step are steps of 2, 2 and 1."""
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=5, edits_per_step=2, editor=editor, final_eval=False)
+    inner = env.unwrapped
+    env.reset(seed=0)
+    assert inner.num_steps == 3
+    sizes, indices, done = [], [], False
+    while not done:
+        sizes.append(len(inner._batch_requests(inner._t)))
+        _, _, done, _, info = env.step(all_candidates_action(env))
+        indices.append(info["edit_index"])
+    assert sizes == [2, 2, 1] and indices == [2, 4, 5] and not info["fault"]
+    assert len(inner._applied()) == 5 and len(inner.edit_efficacies()) == 5
+    env.close()

@@ -32,8 +32,9 @@ def test_default_config_and_unknown_option():
     assert cfg["model"] == "smollm2-135m" and cfg["action_type"] == "dict"
     with pytest.raises(TypeError, match="num_edit"):
         make_config(num_edit=3)
-    with pytest.raises(ValueError, match="multiple of edits_per_step"):
-        make_config(num_edits=5, edits_per_step=2)
+    with pytest.raises(ValueError, match="larger than the stream"):
+        make_config(num_edits=5, edits_per_step=6)
+    assert make_config(num_edits=5, edits_per_step=2).edits_per_step == 2  # the last step takes 1
     with pytest.raises(ValueError, match="unknown reward mode"):
         make_config(reward="nope")
 
