@@ -201,7 +201,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="ppo trainer's learning rate")
     parser.add_argument("--w-sparse", type=float, default=0.1, help="the env's sparsity weight (default 0.1)")
     parser.add_argument("--tensorboard", help="TensorBoard folder (training and eval curves)")
-    parser.add_argument("--out", default="results/hiedit/hiedit_learning_curve", help="path stem for .json/.md/.png")
+    parser.add_argument(
+        "--out", default="results/hiedit/hiedit_learning_curve", help="path stem for .json/.md/.png"
+    )
     parser.add_argument(
         "--save", help="also save the trained selector here (a folder for `edit-gym eval --agent hiedit`)"
     )
