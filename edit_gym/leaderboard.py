@@ -118,6 +118,7 @@ class Run:
     touched: float
     seconds_per_edit: float
     per_step: int = 1
+    before: dict = field(default_factory=dict)
     digests: dict = field(default_factory=dict)
     order: tuple = ()
 
@@ -161,6 +162,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             touched=float(result.get("touched_fraction", float("nan"))),
             seconds_per_edit=float(result.get("seconds_per_edit", float("nan"))),
             per_step=int(cfg.get("edits_per_step", 1)),
+            before=dict(result.get("before") or {}),
             digests=dict(result.get("checkpoint_sha256", {})),
             order=(str(result.get("recorded", "")), name),
         )
@@ -249,6 +251,7 @@ class Table:
     length: int
     protocol: str
     rows: list[Row]
+    before: Row | None = None  # the unedited model on the same streams (mean over the seeds' runs)
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -277,6 +280,24 @@ def _row(label: str, runs: list[Run], protocol: str) -> Row | None:
     )
 
 
+def _before_row(members: dict[str, list[Run]], protocol: str) -> Row | None:
+    """The unedited model's scores on the group's streams: one value per seed (the first run that
+    recorded it), so each stream order counts once."""
+    per_seed: dict[int, Run] = {}
+    for runs in members.values():
+        for run in runs:
+            if run.before and run.seed not in per_seed:
+                per_seed[run.seed] = run
+    unedited = [
+        Run(r.path, r.model, r.data, r.length, "unedited", "-", seed, "", r.before, 0.0, 0.0)
+        for seed, r in sorted(per_seed.items())
+    ]
+    row = _row("(unedited model)", unedited, protocol) if unedited else None
+    if row is not None:
+        row.touched = row.seconds = (float("nan"), float("nan"))
+    return row
+
+
 def tables(runs: list[Run]) -> list[Table]:
     """The tables, ordered by model, data, length and protocol; rows by score (best first)."""
     newest: dict[tuple, Run] = {}
@@ -298,7 +319,16 @@ def tables(runs: list[Run]) -> list[Table]:
             ]
             if rows:
                 rows.sort(key=lambda r: (-(r.score[0] if math.isfinite(r.score[0]) else -1.0), r.label))
-                out.append(Table(model, data, length, protocol, rows))
+                out.append(
+                    Table(
+                        model,
+                        data,
+                        length,
+                        protocol,
+                        rows,
+                        _before_row(groups[(model, data, length)], protocol),
+                    )
+                )
     return out
 
 
@@ -316,7 +346,7 @@ def _table_markdown(table: Table) -> list[str]:
     cols = PROTOCOLS[table.protocol]["columns"]
     head = ["editor / agent", "score", *[c[1] for c in cols], "touched", "s / edit", "seeds", "faults"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table.rows:
+    for row in [*table.rows, *([table.before] if table.before else [])]:
         n = len(row.seeds)
         cells = [
             row.label,
