@@ -805,6 +805,8 @@ class LifelongEditEnv(gym.Env):
             paraphrase_targets=[t for _, t in para],
             locality_prompts=probes,
             locality_references=[cache[p] for p in probes],
+            # before any edit the model's answers are the references (no second generation pass)
+            locality_answers=[cache[p] for p in probes] if self._t == 0 else None,
         )
 
     def _applied(self) -> list[int]:

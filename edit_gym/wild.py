@@ -263,6 +263,7 @@ def wild_scores(
     locality_prompts: list[str],
     locality_references: list[str],
     max_new_tokens: int = 16,
+    locality_answers: list[str] | None = None,
 ) -> dict[str, float]:
     """Generation-based efficacy, generalization and specificity of an (edited) model.
 
@@ -272,6 +273,8 @@ def wild_scores(
     ``paraphrase_targets`` (``wild_generalization_*``) and ``locality_prompts`` vs
     ``locality_references``, the pre-edit model's answers from :func:`reference_generations`
     (``wild_specificity_*``). A group whose prompt list is empty is left out of the result.
+    ``locality_answers``: the model's answers to ``locality_prompts`` when they are already known
+    (on the unedited model they are the references themselves), so they are not generated again.
     """
     groups = [
         ("efficacy", edit_prompts, targets, "targets"),
@@ -282,10 +285,15 @@ def wild_scores(
         if len(prompts) != len(refs):
             raise ValueError(f"{name}: {len(prompts)} prompts but {len(refs)} {refs_name}")
     out: dict[str, float] = {}
+    if locality_answers is not None and len(locality_answers) != len(locality_prompts):
+        raise ValueError(f"{len(locality_answers)} locality_answers for {len(locality_prompts)} prompts")
     for name, prompts, refs, _ in groups:
         if not prompts:
             continue
-        answers = generate_answers(model, tokenizer, list(prompts), device, max_new_tokens=max_new_tokens)
+        if name == "specificity" and locality_answers is not None:
+            answers = list(locality_answers)
+        else:
+            answers = generate_answers(model, tokenizer, list(prompts), device, max_new_tokens=max_new_tokens)
         em, f1 = _scores(answers, refs)
         out[f"wild_{name}_em"] = em
         out[f"wild_{name}_f1"] = f1

@@ -275,3 +275,37 @@ def test_generate_answers_arguments_and_eos_cut(tiny):
     assert first["pad_token_id"] == tok.eos_token_id and tok.eos_token_id in first["eos_token_id"]
     mask = first["attention_mask"]
     assert mask[0, 0] == 0 and mask[:, -1].all()  # left padding: the shorter prompt is padded in front
+
+
+def test_known_locality_answers_are_not_generated_again(monkeypatch):
+    """Before any edit the model's answers to the locality prompts are its references: passed as
+    ``locality_answers`` they are scored as they are (specificity 1) and not generated again."""
+    calls = []
+
+    def fake(model, tokenizer, prompts, device, *, max_new_tokens=16, batch_size=32):
+        calls.append(list(prompts))
+        return ["Paris" for _ in prompts]
+
+    monkeypatch.setattr(wild, "generate_answers", fake)
+    common = dict(edit_prompts=["e"], targets=["Paris"], paraphrase_prompts=[], paraphrase_targets=[])
+    refs = ["Berlin", "Madrid"]
+    scores = wild_scores(
+        None,
+        None,
+        "cpu",
+        **common,
+        locality_prompts=["l1", "l2"],
+        locality_references=refs,
+        locality_answers=refs,
+    )
+    assert calls == [["e"]] and scores["wild_specificity_em"] == 1.0
+    with pytest.raises(ValueError, match="1 locality_answers for 2 prompts"):
+        wild_scores(
+            None,
+            None,
+            "cpu",
+            **common,
+            locality_prompts=["l1", "l2"],
+            locality_references=refs,
+            locality_answers=["x"],
+        )
