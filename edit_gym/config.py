@@ -64,6 +64,10 @@ class EnvConfig:
     """Reward mode. ``edit``: r = -(edit loss after) - w_loc * KL - w_sparse * touched / L.
     ``advantage`` (HiEdit): r(mask) - r(all candidates) for the same request and update rule, minus
     w_sparse * touched / L; the all-candidates outcome is computed on the side and rolled back."""
+    reference: str = "all"
+    """The reference selection of ``reward="advantage"`` under a named method: ``all`` (every
+    candidate at or below the target block) or ``band`` (the method's default band for the backbone,
+    cut at the target block); written with the step's own target, scored and rolled back."""
     w_loc: float = 1.0
     """Weight of the KL(pre-edit || edited) locality penalty on neighbourhood prompts."""
     w_sparse: float = 0.1
@@ -89,6 +93,7 @@ class EnvConfig:
     private model (e.g. to call ``env.unwrapped.model`` while another env of the process steps)."""
 
 
+REFERENCES = ("all", "band")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -113,6 +118,8 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
         raise ValueError(
             f"edits_per_step ({cfg.edits_per_step}) is larger than the stream (num_edits {cfg.num_edits})"
         )
+    if cfg.reference not in REFERENCES:
+        raise ValueError(f"unknown reference {cfg.reference!r} (known: {', '.join(REFERENCES)})")
     if cfg.reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")
     if cfg.coef_range < 1.0:

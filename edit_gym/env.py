@@ -553,7 +553,8 @@ class LifelongEditEnv(gym.Env):
             everyone = -all_metrics["edit_loss_after"] - self.cfg.w_loc * all_metrics["kl"]
             terms = {
                 **terms,
-                "reward_all_candidates": everyone,
+                "reward_all_candidates": everyone,  # the reference's reward (named for the default)
+                "reward_reference": everyone,
                 "reward_advantage": own - everyone,
             }
             reward = terms["reward_advantage"] + terms["reward_sparsity"]
@@ -623,8 +624,9 @@ class LifelongEditEnv(gym.Env):
     def _method_write(self, mask: np.ndarray, coef: np.ndarray):
         """A named method: the step's target once, spread over the selected candidates in layer order.
 
-        With ``reward="advantage"`` the reference outcome (every candidate at or below the target
-        block, coefficient 0) is written with the same target, scored and rolled back first. Any
+        With ``reward="advantage"`` the reference outcome (``reference="all"``: every candidate at or
+        below the target block; ``"band"``: the method's band cut there; coefficient 0) is written
+        with the same target, scored and rolled back first. Any
         fault (a diverged target, non-finite weights, a loss above ``max_loss``) rolls the weights
         and the method's state back; the reason is in ``info["fault"]``.
         """
@@ -640,9 +642,13 @@ class LifelongEditEnv(gym.Env):
         extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0}
         extra.update(plan.info, target_seconds=time.perf_counter() - start)
         reference = list(range(self.num_candidates))
+        if self.cfg.reference == "band":
+            reference = list(method.band())
         if plan.target is not None:
             top = plan.target.layer
-            reference = [j for j in range(self.num_candidates) if method.ctx.block_index[j] <= top]
+            below = [j for j in range(self.num_candidates) if method.ctx.block_index[j] <= top]
+            # a band entirely above the target block cannot take this target: then all below it
+            reference = [j for j in reference if j in below] or below
         touched = sorted(
             set(selected.tolist()) | (set(reference) if self.cfg.reward == "advantage" else set())
         )

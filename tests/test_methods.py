@@ -303,3 +303,26 @@ def test_one_step_ids_and_the_default_method():
     assert ids["LifelongEdit-v0"]["editor"] in METHODS
     assert ids["LifelongEdit-OneStep-v0"]["editor"] == "ridge"
     assert ids["LifelongEdit-Tiny-v0"]["editor"] == "ridge"
+
+
+def test_advantage_against_the_band_reference():
+    """``reference="band"``: the reference is the method's band (cut at the target block); the weights
+    after the step are those of the plain reward, and a bad reference name is refused."""
+    hashes, rewards = [], []
+    for reference in ("all", "band"):
+        env = gym.make(
+            "LifelongEdit-Tiny-v0",
+            editor="memit",
+            editor_params={"band": [1]},  # band [1] vs all below the target block: [0, 1]
+            num_edits=2,
+            reward="advantage",
+            reference=reference,
+        )
+        env.reset(seed=3)
+        _, _, _, _, info = env.step(_band_action(env, [0, 1]))
+        hashes.append(weights_hash(env))
+        rewards.append(info["reward_reference"])
+    assert hashes[0] == hashes[1] and all(np.isfinite(rewards))
+    assert rewards[0] != rewards[1]  # two different reference writes
+    with pytest.raises(ValueError, match="unknown reference 'best'"):
+        gym.make("LifelongEdit-Tiny-v0", reference="best")
