@@ -246,6 +246,12 @@ class StraightThroughSelector:
         from agents.ppo import Args, Policy
 
         inner = env.unwrapped
+        if getattr(inner, "method", None) is not None:
+            raise ValueError(
+                f"the straight-through trainer needs a one-step low level (its gradient is <dL/dW_j, dW_j> of "
+                f"each candidate's own update); {inner.cfg.editor!r} spreads one target over the selection: "
+                "train HiEdit over it with --trainer maskable, sb3 or ppo"
+            )
         self.env = env
         n = inner.num_candidates
         self.budget = int(budget) if budget is not None else max(1, n // 2)

@@ -282,3 +282,27 @@ def test_leaderboard_pairs_each_agent_with_all_candidates_on_the_same_seed():
     # mean of (eff, gen, spec): agent (0.3+0.3+0.5)/3, (0.6+0.6+0.5)/3 -> 0.4667; all -> 0.3667
     assert row.relative == pytest.approx(0.4667 / 0.3667 - 1, abs=1e-3)
     assert paired(runs[:3]) == {}  # one paired seed: no row
+
+
+def test_hiedit_selects_the_layers_of_a_faithful_editor(tmp_path):
+    """HiEdit over MEMIT (issue 21): the maskable selector trains on the advantage reward, saves,
+    loads and edits with 1..K candidates a step; the straight-through trainer, whose gradient needs a
+    one-step rule's per-candidate update, is refused naming the other trainers."""
+    env = make_training_env("LifelongEdit-Tiny-v0", "memit", "maskable", budget=2, num_edits=3)
+    agent = HiEditAgent(env, "maskable", seed=0)
+    agent.learn(6)
+    agent.save(tmp_path / "sel")
+    loaded = HiEditAgent.load(tmp_path / "sel", env=env)
+    obs, _ = env.reset(seed=1)
+    done = False
+    while not done:
+        action, _ = loaded.predict(obs, deterministic=True)
+        obs, _, done, _, info = env.step(action)
+        assert 1 <= info["layers_touched"] <= 2 and not info["fault"]
+    assert "reward_reference" in info
+    with pytest.raises(ValueError, match="maskable, sb3 or ppo"):
+        HiEditAgent(
+            make_training_env("LifelongEdit-Tiny-v0", "memit", "straight-through", num_edits=2),
+            "straight-through",
+        )
+    env.close()
