@@ -111,8 +111,8 @@ def probability_scores(model, encoder, requests: list[EditRequest], device) -> d
     """CounterFact's efficacy / paraphrase / neighbourhood scores (mean per-token log-probs).
 
     Requests without ``target_true`` are skipped, and so are neighbour probes whose answer is the
-    request's ``target_new`` (the two probabilities would be one). All pairs go through one batched
-    call.
+    request's ``target_new`` (the two probabilities would be one). All distinct pairs go through
+    one batched call.
     """
     requests = [r for r in requests if r.target_true]
     # (score name, the pair that should win, the pair it is compared with)
@@ -127,11 +127,13 @@ def probability_scores(model, encoder, requests: list[EditRequest], device) -> d
         ]
     if not comparisons:
         return {}
-    pairs = [pair for _, win, lose in comparisons for pair in (win, lose)]
-    logps = mean_logprob(model, encoder, pairs, device=device)
+    # requests of one relation share neighbour probes: each distinct pair is scored once (over the
+    # 839 CounterFact test records that is 57% of the pairs)
+    unique = list(dict.fromkeys(pair for _, win, lose in comparisons for pair in (win, lose)))
+    logp = dict(zip(unique, mean_logprob(model, encoder, unique, device=device), strict=True))
     wins: dict[str, list[bool]] = {}
-    for k, (name, _, _) in enumerate(comparisons):
-        wins.setdefault(name, []).append(logps[2 * k] > logps[2 * k + 1])
+    for name, win, lose in comparisons:
+        wins.setdefault(name, []).append(logp[win] > logp[lose])
     return {name: float(np.mean(w)) for name, w in wins.items()}
 
 

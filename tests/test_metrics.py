@@ -120,6 +120,30 @@ def test_counterfact_probability_scores_by_hand():
     assert "specificity" not in scores  # no neighbourhood probes
 
 
+def test_shared_neighbour_probes_are_scored_once(monkeypatch):
+    """Requests of one relation share neighbour probes: each distinct pair is scored once, and the
+    scores are those of scoring each request alone."""
+    import edit_gym.evaluation as evaluation
+    from edit_gym.evaluation import probability_scores
+
+    shared = Probe("4", "5")
+    a = EditRequest(prompt="1 2", subject="1", target_new="3", target_true="7", neighbours=(shared,))
+    b = EditRequest(prompt="2 3", subject="2", target_new="3", target_true="6", neighbours=(shared,))
+    seen = []
+    real = evaluation.mean_logprob
+
+    def counting(model, encoder, pairs, **kw):
+        seen.extend(pairs)
+        return real(model, encoder, pairs, **kw)
+
+    monkeypatch.setattr(evaluation, "mean_logprob", counting)
+    together = probability_scores(MODEL, ENC, [a, b], "cpu")
+    assert len(seen) == len(set(seen)) == 6  # 2 x (prompt, new), (prompt, true); ("4", "5"), ("4", "3")
+    alone = [probability_scores(MODEL, ENC, [r], "cpu") for r in (a, b)]
+    for key in together:
+        assert together[key] == pytest.approx((alone[0][key] + alone[1][key]) / 2)
+
+
 def test_kl_to_reference_by_hand():
     logp = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.0, 0.0]]), -1)
     ref_p = torch.tensor([[0.5, 0.25]])
