@@ -544,7 +544,7 @@ def headline(all_tables: list[Table], model: str = "smollm2-135m", top: int = 5)
         f"(top {top} of each protocol; mean ± 95% interval over stream seeds):",
         "",
     ]
-    shown = {"teacher-forced": ("efficacy", "generalization", "specificity", "perplexity")}
+    shown = {"teacher-forced": ("efficacy_score", "efficacy", "generalization", "specificity", "perplexity")}
     shown["in the wild"] = ("wild_efficacy_f1", "wild_generalization_f1", "wild_specificity_f1")
     for table in (t for t in cands if t.length == length):
         names = dict((k, h) for k, h, _ in PROTOCOLS[table.protocol]["columns"])
