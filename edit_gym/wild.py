@@ -34,6 +34,7 @@ __all__ = [
     "natural_stop",
     "normalize_answer",
     "reference_generations",
+    "settled",
     "token_f1",
     "wild_scores",
 ]
@@ -94,6 +95,35 @@ def natural_stop(text: str) -> str:
     return line.strip()
 
 
+def settled(text: str) -> bool:
+    """Whether :func:`natural_stop` gives the same answer for ``text`` and for any continuation.
+
+    True once the first line of text is closed by a newline, or once the sentence end that cuts it
+    is followed (after whitespace) by a further character, so that the abbreviation rule has seen
+    what follows. A trailing U+FFFD (half of a multi-byte character from a partial decode) is not
+    read as a character.
+    """
+    t = text.lstrip().rstrip("\ufffd")
+    if not t:
+        return False
+    if re.search(r"[\r\n]", t):
+        return True
+    cut = natural_stop(t)  # no newline: cut == t[: end of the accepted sentence end]
+    return len(cut) < len(t) and t[len(cut) :].strip() != ""
+
+
+class _SettledAnswers:
+    """A ``generate`` stopping criterion: a sequence is done once its answer is :func:`settled`."""
+
+    def __init__(self, tokenizer, prompt_length: int) -> None:
+        self.tokenizer, self.start = tokenizer, prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        new = input_ids[:, self.start :].tolist()
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return torch.tensor([settled(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 # --------------------------------------------------------------------------------------------
 # Greedy generation
 # --------------------------------------------------------------------------------------------
@@ -121,6 +151,7 @@ def generate_answers(
     *,
     max_new_tokens: int = 16,
     batch_size: int = 32,
+    early_stop: bool = True,
 ) -> list[str]:
     """Greedy answers of ``model`` to ``prompts``, each cut by :func:`natural_stop`.
 
@@ -130,7 +161,8 @@ def generate_answers(
     ``skip_special_tokens=True``. Prompts of similar token length are batched together (fewer
     pad tokens); the answers come back in the order of ``prompts``. The tokenizer's
     ``padding_side`` (and its pad token, borrowed from EOS when it has none) is restored
-    afterwards.
+    afterwards. ``early_stop``: a sequence stops as soon as its answer is :func:`settled` (the
+    same answers, fewer decoding steps).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -154,6 +186,11 @@ def generate_answers(
             chunk = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
             extra = {"eos_token_id": eos} if eos else {}
+            if early_stop:
+                from transformers import StoppingCriteriaList
+
+                stop = _SettledAnswers(tokenizer, enc["input_ids"].shape[1])
+                extra["stopping_criteria"] = StoppingCriteriaList([stop])
             gen = model.generate(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],

