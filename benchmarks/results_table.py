@@ -26,8 +26,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from agents import BASELINES, FixedBlockAgent, RandomKAgent
 from agents.hiedit import HiEditAgent
 from edit_gym.cache import folder_sha256
@@ -41,36 +39,10 @@ from edit_gym.runner import run_episode
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
 RULES = ["gradient", "ridge", "covariance", "covariance+nullspace", "ridge+topk", "ridge+spectral"]
-METRICS = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
 
 
 def _dataset_name(source: str) -> str:
     return "facts" if source == "facts" else Path(source).stem
-
-
-def cost_growth(run: dict, window: int = 50) -> float | None:
-    """Median step seconds over the last ``window`` steps / over steps 5..5+window; None if too short.
-
-    Wide windows because prompt lengths vary along the stream; only meaningful for long streams.
-    """
-    seconds = [c["seconds"] for c in run["curve"] if "seconds" in c]
-    if len(seconds) < 4 * window:
-        return None
-    return float(np.median(seconds[-window:]) / np.median(seconds[5 : 5 + window]))
-
-
-def _setting(run: dict) -> tuple:
-    """What makes runs one setting across seeds: model, data, length, and the rule and agent with
-    the digests of their checkpoints (the same name over other weights is another setting)."""
-    cfg = run["config"]
-    editor, agent = _with_digest(cfg["editor"], run, "rule"), _with_digest(run["agent"], run, "agent")
-    return (cfg["model"], run["data"], cfg["num_edits"], editor, agent)
-
-
-def _with_digest(name: str, run: dict, role: str) -> str:
-    """``name`` followed by ``@`` and the recorded digest of its checkpoint, if the run has one."""
-    digest = run.get("checkpoint_sha256", {}).get(role)
-    return f"{name} @{digest[:8]}" if digest else name
 
 
 def checkpoint_digests(rule: str, agent: str) -> dict[str, str]:
