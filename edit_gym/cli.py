@@ -69,6 +69,13 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         wild=getattr(args, "wild", False),
     )
     result["agent"] = args.agent
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint and Path(checkpoint).exists():  # the weights behind the row (results never pool two)
+        from edit_gym.cache import file_sha256, folder_sha256
+
+        path = Path(checkpoint)
+        digest = folder_sha256(path) if path.is_dir() else file_sha256(path)
+        result["checkpoint_sha256"] = {"rule" if args.agent == "rledit" else "agent": digest[:16]}
     inner = env.unwrapped
     print()
     print(

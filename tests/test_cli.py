@@ -124,8 +124,22 @@ def test_eval_loads_a_saved_sb3_model(tmp_path):
 
     env = gym.make("LifelongEdit-Tiny-Box-v0", num_edits=2)
     PPO("MultiInputPolicy", env, n_steps=4, batch_size=4, seed=0, device="cpu").save(tmp_path / "ppo")
-    argv = ["eval", "--agent", str(tmp_path / "ppo.zip"), "--env", "LifelongEdit-Tiny-Box-v0", "--edits", "2"]
-    assert main([*argv, "--no-extended"]) == 0
+    argv = [
+        "eval",
+        "--agent",
+        "sb3",
+        "--checkpoint",
+        str(tmp_path / "ppo.zip"),
+        "--env",
+        "LifelongEdit-Tiny-Box-v0",
+    ]
+    assert main([*argv, "--edits", "2", "--no-extended", "--record", str(tmp_path / "results")]) == 0
+    # recorded into the leaderboard's store, with the digest of the weights behind the row
+    from edit_gym.cache import file_sha256
+    from edit_gym.result_file import load_result
+
+    (recorded,) = (tmp_path / "results" / "runs").rglob("*.json")
+    assert load_result(recorded)["checkpoint_sha256"] == {"agent": file_sha256(tmp_path / "ppo.zip")[:16]}
     assert main(["eval", "--agent", "nowhere:Nothing", "--env", "LifelongEdit-Tiny-v0", "--edits", "2"]) == 2
 
 
