@@ -51,8 +51,8 @@ def main() -> None:
         "--target-grid",
         nargs="+",
         default=None,
-        metavar="LR:CLAMP",
-        help="only the target stage, per v_lr:clamp",
+        metavar="LR:CLAMP[:STEPS]",
+        help="only the target stage, per v_lr:clamp[:v_num_grad_steps]",
     )
     args = parser.parse_args()
     if args.target_grid:
@@ -131,18 +131,18 @@ def target_grid(args) -> None:
     m = env.method
     reqs = [env.requests[int(i)] for i in env._stream[: args.records]]
     sites = build_sites(env.encoder, reqs, m.templates(), env.device)
-    print("| block | v_lr | clamp | NLL < 0.05 | < 0.5 | median NLL | mean steps | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| block | v_lr | clamp | max steps | NLL < 0.05 | < 0.5 | median NLL | mean steps | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cell in args.target_grid:
-        lr, clamp = (float(x) for x in cell.split(":"))
+        lr, clamp, *rest = (float(x) for x in cell.split(":"))
+        steps = int(rest[0]) if rest else int(m.params["v_num_grad_steps"])
         for top in args.tops:
             start = time.perf_counter()
-            t = optimize_target(
-                env.model, m.ctx.blocks, top, sites, {**m.params, "v_lr": lr, "clamp_norm_factor": clamp}
-            )
+            params = {**m.params, "v_lr": lr, "clamp_norm_factor": clamp, "v_num_grad_steps": steps}
+            t = optimize_target(env.model, m.ctx.blocks, top, sites, params)
             nll = np.array(t.nll)
             print(
-                f"| {top} | {lr:g} | {clamp:g} | {100 * (nll < 0.05).mean():.0f}% | {100 * (nll < 0.5).mean():.0f}% | "
+                f"| {top} | {lr:g} | {clamp:g} | {steps} | {100 * (nll < 0.05).mean():.0f}% | {100 * (nll < 0.5).mean():.0f}% | "
                 f"{np.median(nll):.3f} | {np.mean(t.steps):.1f} | {time.perf_counter() - start:.0f} |",
                 flush=True,
             )

@@ -10,7 +10,10 @@ whether the committed page is what the runs say.
 How a table is made (stated on the page too):
 
 * a row is one *setting*: editor (with its parameter tag), agent, requests per step, and the
-  digests of any learned checkpoints behind them; the same name over other weights is another row;
+  digests of any learned checkpoints behind them; the same name over other weights is another row,
+  and so is the same name over other editor hyper-parameters (when a table holds runs of one name
+  under two parameter sets, each row's label gets ``#`` and the first 6 hex digits of its
+  parameters' digest, e.g. after a default changed);
 * its cells are the mean and the 95% t-interval over the row's stream seeds, after the stream
   (final timing); for a setting recorded several times at one seed the newest record counts;
 * a faulted stream (a write rolled back, a divergence) ends early: it is counted in ``faults``
@@ -25,6 +28,7 @@ Nothing here imports torch; the figure needs matplotlib (imported when drawn).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -121,6 +125,8 @@ class Run:
     before: dict = field(default_factory=dict)
     digests: dict = field(default_factory=dict)
     order: tuple = ()
+    params: str = ""  # digest of the editor's resolved hyper-parameters ("" if not recorded)
+    tag: str = ""  # set by tables() when one label covers two parameter sets
 
     @property
     def setting(self) -> tuple:
@@ -135,7 +141,7 @@ class Run:
         agent = self.agent_label
         editor = self.editor + (f" @{self.digests['rule'][:8]}" if self.digests.get("rule") else "")
         batch = f" ({self.per_step} per step)" if self.per_step != 1 else ""
-        return f"{editor} / {agent}{batch}"
+        return f"{editor}{self.tag} / {agent}{batch}"
 
 
 def _data_name(result: dict) -> str:
@@ -143,6 +149,25 @@ def _data_name(result: dict) -> str:
         return str(result["data"])
     source = str(result.get("config", {}).get("dataset", ""))
     return "facts" if source in ("", "facts") else Path(source).stem
+
+
+def _params_digest(params: object) -> str:
+    if not params:
+        return ""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _tag_parameter_sets(runs: list[Run]) -> None:
+    """Where one label of a (model, data, length) covers two parameter sets, tag each run's label."""
+    for run in runs:
+        run.tag = ""
+    keys = [run.setting for run in runs]
+    sets: dict[tuple, set[str]] = {}
+    for run, key in zip(runs, keys):
+        sets.setdefault(key, set()).add(run.params)
+    for run, key in zip(runs, keys):
+        if len(sets[key]) > 1:
+            run.tag = f" #{run.params[:6] or 'none'}"
 
 
 def _as_run(path: Path, result: dict, root: Path) -> Run:
@@ -165,6 +190,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             before=dict(result.get("before") or {}),
             digests=dict(result.get("checkpoint_sha256", {})),
             order=(str(result.get("recorded", "")), name),
+            params=_params_digest(result.get("params")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{name!r} is not a run record ({type(err).__name__}: {err})") from None
@@ -300,6 +326,7 @@ def _before_row(members: dict[str, list[Run]], protocol: str) -> Row | None:
 
 def tables(runs: list[Run]) -> list[Table]:
     """The tables, ordered by model, data, length and protocol; rows by score (best first)."""
+    _tag_parameter_sets(runs)
     newest: dict[tuple, Run] = {}
     for run in sorted(runs, key=lambda r: r.order):
         newest[(*run.setting, run.seed)] = run  # the newest record of a setting and seed counts
@@ -413,6 +440,7 @@ def paired(runs: list[Run]) -> dict[tuple, list[Paired]]:
     another does not), so a selector is judged on its difference from the reference on each order,
     not on two unpaired means; *relative* is the form of HiEdit's published claim.
     """
+    _tag_parameter_sets(runs)
     cells: dict[tuple, dict[str, Run]] = {}
     for run in sorted(runs, key=lambda r: r.order):
         editor = run.label.rsplit(" / ", 1)[0]

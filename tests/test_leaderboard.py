@@ -70,6 +70,20 @@ def test_means_intervals_faults_and_order(store):
     assert page == leaderboard.render_page(leaderboard.tables(leaderboard.load_runs(store)))
 
 
+def test_one_name_over_two_parameter_sets_is_two_rows(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, steps in [(0, 25), (1, 25), (2, 60)]:  # e.g. a default changed between the runs
+        run = _run("rome", seed, 0.5 + seed / 10, 0.5, 0.5)
+        run["params"] = {"v_num_grad_steps": steps, "band": [7]}
+        leaderboard.record_run(run, runs)
+    (table,) = leaderboard.tables(leaderboard.load_runs(runs))
+    labels = sorted(r.label for r in table.rows)
+    assert len(labels) == 2 and all(label.startswith("rome #") for label in labels)
+    assert sorted(len(r.seeds) for r in table.rows) == [1, 2]
+    leaderboard.record_run({**_run("ft-l", 0, 0.5, 0.5, 0.5), "params": {"x": 1}}, runs)
+    assert "ft-l / all" in [r.label for r in leaderboard.tables(leaderboard.load_runs(runs))[0].rows]
+
+
 def test_harmonic_mean():
     assert leaderboard.harmonic_mean([0.5, 0.5, 0.5]) == pytest.approx(0.5)
     assert leaderboard.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
