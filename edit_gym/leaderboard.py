@@ -163,9 +163,9 @@ def _tag_parameter_sets(runs: list[Run]) -> None:
         run.tag = ""
     keys = [run.setting for run in runs]
     sets: dict[tuple, set[str]] = {}
-    for run, key in zip(runs, keys):
+    for run, key in zip(runs, keys, strict=True):
         sets.setdefault(key, set()).add(run.params)
-    for run, key in zip(runs, keys):
+    for run, key in zip(runs, keys, strict=True):
         if len(sets[key]) > 1:
             run.tag = f" #{run.params[:6] or 'none'}"
 
