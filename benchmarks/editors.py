@@ -22,6 +22,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch
 
 from edit_gym.cache import atomic_write_text
 from edit_gym.leaderboard import build as leaderboard_build
-from edit_gym.leaderboard import record_run, run_file_name
+from edit_gym.leaderboard import data_name, record_run, recorded_before, run_file_name
 from edit_gym.stats import interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +58,6 @@ STREAM_METRICS = (
     "wild_generalization_f1",
     "wild_specificity_f1",
 )
-
-
-def _data_name(source: str) -> str:
-    return "facts" if source == "facts" else Path(source).stem
 
 
 def _command() -> str:
@@ -149,7 +146,7 @@ def single(args) -> None:
             "kind": "single",
             "command": _command(),
             "model": args.model,
-            "data": _data_name(args.data),
+            "data": data_name(args.data),
             "editor": editor + (f" ({args.tag})" if args.tag else ""),
             "params": dict(env.method.params),
             "band": [env.candidate_names[j] for j in env.method.band()],
@@ -162,7 +159,7 @@ def single(args) -> None:
             "machine": _machine(),
         }
         tag = f"-{args.tag}" if args.tag else ""
-        path = RESULTS / f"single-{args.model}-{_data_name(args.data)}-{args.records}-{editor}{tag}.json"
+        path = RESULTS / f"single-{args.model}-{data_name(args.data)}-{args.records}-{editor}{tag}.json"
         atomic_write_text(path, json.dumps(record, indent=1))
         cells = ", ".join(f"{m} {100 * v:.1f} +- {100 * h:.1f}" for m, (v, h) in summary.items())
         print(f"{editor}: {cells}; {seconds / args.records:.2f} s per edit -> {path}")
@@ -191,7 +188,7 @@ def stream(args) -> None:
             agent_name = "band" if env.method is not None else "all"
             cfg = {"model": args.model, "num_edits": args.edits, "editor": editor}
             probe = {"config": {**cfg, "edits_per_step": args.edits_per_step}}
-            probe.update(data=_data_name(args.data), agent=agent_name, seed=seed, final={})
+            probe.update(data=data_name(args.data), agent=agent_name, seed=seed, final={})
             probe["editor"] = editor + (f" ({args.tag})" if args.tag else "")
             path = RUNS / run_file_name(probe)
             if path.exists() and not args.force:
@@ -199,7 +196,7 @@ def stream(args) -> None:
                 continue
             before, before_from = (None, None)
             if args.reuse_before:
-                before, before_from = _recorded_before(path.parent, seed)
+                before, before_from = recorded_before(RUNS, asdict(env.cfg), seed)
             start = time.perf_counter()
             result = run_episode(
                 env, agent, seed, extended=True, progress=args.progress, wild=args.wild, before=before
@@ -209,7 +206,7 @@ def stream(args) -> None:
                     "before_from": before_from,
                     "kind": "stream",
                     "command": _command(),
-                    "data": _data_name(args.data),
+                    "data": data_name(args.data),
                     "editor": editor + (f" ({args.tag})" if args.tag else ""),
                     "agent": agent_name,
                     "params": dict(env.method.params) if env.method is not None else {},
@@ -232,22 +229,6 @@ def stream(args) -> None:
                 f"{result['seconds_per_edit']:.2f} s/edit; fault {result['fault']!r} -> {path}",
                 flush=True,
             )
-
-
-def _recorded_before(folder: Path, seed: int) -> tuple[dict | None, str | None]:
-    """The pre-edit scores of the same stream (model, data, length, seed) from a recorded run.
-
-    They depend only on the stream, and on 839 requests they cost as much as the final evaluation;
-    the record says where they came from (``before_from``); a run recorded before a score existed
-    lacks it in ``before``.
-    """
-    from edit_gym.result_file import load_result
-
-    for f in sorted(folder.glob(f"*--seed-{seed}.json")) if folder.is_dir() else []:
-        run = load_result(f)
-        if run.get("before"):
-            return run["before"], str(f.relative_to(ROOT))
-    return None, None
 
 
 def speed(args) -> None:

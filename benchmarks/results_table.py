@@ -32,17 +32,12 @@ from edit_gym.cache import folder_sha256
 from edit_gym.editing.rules import learned_checkpoint
 from edit_gym.env import LifelongEditEnv
 from edit_gym.leaderboard import build as leaderboard_build
-from edit_gym.leaderboard import record_run
-from edit_gym.result_file import load_result
+from edit_gym.leaderboard import data_name, record_run, recorded_before
 from edit_gym.runner import run_episode
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
 RULES = ["gradient", "ridge", "covariance", "covariance+nullspace", "ridge+topk", "ridge+spectral"]
-
-
-def _dataset_name(source: str) -> str:
-    return "facts" if source == "facts" else Path(source).stem
 
 
 def checkpoint_digests(rule: str, agent: str) -> dict[str, str]:
@@ -57,18 +52,6 @@ def checkpoint_digests(rule: str, agent: str) -> dict[str, str]:
     if name == "hiedit":
         digests["agent"] = folder_sha256(Path(arg))[:16]
     return digests
-
-
-STREAM_KEYS = (
-    "model",
-    "dataset",
-    "known_only",
-    "num_edits",
-    "edits_per_step",
-    "candidates",
-    "device",
-    "dtype",
-)
 
 
 def parse_agent(spec: str) -> tuple[str, str]:
@@ -127,22 +110,6 @@ def make_agent(spec: str, env, seed: int):
     return BASELINES[name](env)
 
 
-def recorded_before(runs_dir: Path, config: dict, seed: int) -> dict | None:
-    """Pre-edit scores of the same stream (same model, data, length, seed) from a recorded run.
-
-    They depend only on the stream, not on the rule or agent, and on 1,000-edit streams they cost
-    as much as the final evaluation, so a sweep computes them once per stream, not once per run.
-    """
-    folder = (
-        runs_dir / str(config["model"]) / _dataset_name(str(config["dataset"])) / str(config["num_edits"])
-    )
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        run = load_result(path)
-        if run["seed"] == seed and all(run["config"].get(k) == config.get(k) for k in STREAM_KEYS):
-            return run["before"]
-    return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -181,7 +148,7 @@ def main() -> None:
             for rule in args.rules:
                 if edits < length:
                     print(
-                        f"{_dataset_name(source)}: {available} usable requests, running {edits} instead of {length}"
+                        f"{data_name(source)}: {available} usable requests, running {edits} instead of {length}"
                     )
                 envs: dict[str, LifelongEditEnv] = {}  # one env per distinct set of agent options
                 for agent_name in args.agents:
@@ -201,7 +168,7 @@ def main() -> None:
                         )
                     env = envs[key]
                     if before is None:
-                        before = recorded_before(runs_dir, asdict(env.unwrapped.cfg), args.seed)
+                        before, _ = recorded_before(runs_dir, asdict(env.unwrapped.cfg), args.seed)
                     try:
                         agent = make_agent(agent_name, env, args.seed)
                     except ValueError as err:  # e.g. a fixed block that does not fit this model
@@ -211,7 +178,7 @@ def main() -> None:
                     result = run_episode(env, agent, args.seed, before=before)
                     before = result["before"]
                     result.update(
-                        agent=agent_name, data=_dataset_name(source), wall_seconds=time.perf_counter() - start
+                        agent=agent_name, data=data_name(source), wall_seconds=time.perf_counter() - start
                     )
                     result["command"] = command
                     result["checkpoint_sha256"] = digests

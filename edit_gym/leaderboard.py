@@ -144,11 +144,36 @@ class Run:
         return f"{editor}{self.tag} / {agent}{batch}"
 
 
+def data_name(source: str) -> str:
+    """A dataset's name in the store and the tables: a built-in's own name, a file's stem."""
+    return Path(source).stem  # "facts" -> "facts", ".../knowedit_counterfact_test.json" -> its stem
+
+
 def _data_name(result: dict) -> str:
     if result.get("data"):
         return str(result["data"])
-    source = str(result.get("config", {}).get("dataset", ""))
-    return "facts" if source in ("", "facts") else Path(source).stem
+    return data_name(str(result.get("config", {}).get("dataset", ""))) or "facts"
+
+
+# the configuration keys that fix a stream's requests and its pre-edit scores
+STREAM_KEYS = ("model", "dataset", "known_only", "num_edits", "candidates", "device", "dtype")
+
+
+def recorded_before(root: str | Path, config: dict, seed: int) -> tuple[dict | None, str | None]:
+    """The pre-edit scores of the same stream (:data:`STREAM_KEYS` and seed) from a recorded run,
+    and the record's path; (None, None) if no run has them.
+
+    They depend only on the stream, not on the editor or agent, and on 839 requests they cost as
+    much as the final evaluation, so a sweep computes them once per stream (a run says where its
+    came from in ``before_from``). Checksums are checked as for the tables.
+    """
+    folder = Path(root) / str(config["model"]) / data_name(str(config["dataset"])) / str(config["num_edits"])
+    for path in sorted(folder.glob(f"*--seed-{int(seed)}.json")) if folder.is_dir() else []:
+        run = load_result(path)
+        same = all(run.get("config", {}).get(k) == config.get(k) for k in STREAM_KEYS)
+        if same and run.get("seed") == seed and run.get("before"):
+            return dict(run["before"]), str(path)
+    return None, None
 
 
 def _params_digest(params: object) -> str:

@@ -145,3 +145,14 @@ def test_the_committed_page_is_what_the_committed_runs_give():
         ROOT / "results" / "runs", ROOT / "docs" / "results.md", readme=ROOT / "README.md", check=True
     )
     assert changed == [], "run `edit-gym leaderboard` and commit the page"
+
+
+def test_recorded_before_reuses_only_the_same_stream(tmp_path):
+    runs = tmp_path / "runs"
+    run = {**_run("memit", 0, 0.5, 0.5, 0.5), "before": {"efficacy": 0.1}}
+    path = leaderboard.record_run(run, runs)
+    cfg = dict(run["config"])
+    assert leaderboard.recorded_before(runs, cfg, 0) == ({"efficacy": 0.1}, str(path))
+    assert leaderboard.recorded_before(runs, cfg, 1) == (None, None)  # another order
+    assert leaderboard.recorded_before(runs, {**cfg, "known_only": True}, 0) == (None, None)
+    assert leaderboard.recorded_before(tmp_path / "nowhere", cfg, 0) == (None, None)
