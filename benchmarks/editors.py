@@ -196,7 +196,8 @@ def stream(args) -> None:
                 continue
             before, before_from = (None, None)
             if args.reuse_before:
-                before, before_from = recorded_before(RUNS, asdict(env.cfg), seed)
+                needs = ("wild_efficacy_f1",) if args.wild else ()
+                before, before_from = recorded_before(RUNS, asdict(env.cfg), seed, needs)
             start = time.perf_counter()
             result = run_episode(
                 env, agent, seed, extended=True, progress=args.progress, wild=args.wild, before=before

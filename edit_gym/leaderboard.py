@@ -159,9 +159,12 @@ def _data_name(result: dict) -> str:
 STREAM_KEYS = ("model", "dataset", "known_only", "num_edits", "candidates", "device", "dtype")
 
 
-def recorded_before(root: str | Path, config: dict, seed: int) -> tuple[dict | None, str | None]:
-    """The pre-edit scores of the same stream (:data:`STREAM_KEYS` and seed) from a recorded run,
-    and the record's path; (None, None) if no run has them.
+def recorded_before(
+    root: str | Path, config: dict, seed: int, needs: tuple[str, ...] = ()
+) -> tuple[dict | None, str | None]:
+    """The pre-edit scores of the same stream (:data:`STREAM_KEYS` and seed) from a recorded run
+    that has every score in ``needs`` (e.g. the generation protocol's), and the record's path;
+    (None, None) if no run has them.
 
     They depend only on the stream, not on the editor or agent, and on 839 requests they cost as
     much as the final evaluation, so a sweep computes them once per stream (a run says where its
@@ -171,7 +174,8 @@ def recorded_before(root: str | Path, config: dict, seed: int) -> tuple[dict | N
     for path in sorted(folder.glob(f"*--seed-{int(seed)}.json")) if folder.is_dir() else []:
         run = load_result(path)
         same = all(run.get("config", {}).get(k) == config.get(k) for k in STREAM_KEYS)
-        if same and run.get("seed") == seed and run.get("before"):
+        before = run.get("before") or {}
+        if same and run.get("seed") == seed and before and all(k in before for k in needs):
             return dict(run["before"]), str(path)
     return None, None
 

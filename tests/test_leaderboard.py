@@ -154,5 +154,6 @@ def test_recorded_before_reuses_only_the_same_stream(tmp_path):
     cfg = dict(run["config"])
     assert leaderboard.recorded_before(runs, cfg, 0) == ({"efficacy": 0.1}, str(path))
     assert leaderboard.recorded_before(runs, cfg, 1) == (None, None)  # another order
+    assert leaderboard.recorded_before(runs, cfg, 0, needs=("wild_efficacy_f1",)) == (None, None)
     assert leaderboard.recorded_before(runs, {**cfg, "known_only": True}, 0) == (None, None)
     assert leaderboard.recorded_before(tmp_path / "nowhere", cfg, 0) == (None, None)
