@@ -314,8 +314,8 @@ def table(args) -> None:
         lines += [
             "## Single edits on the pristine model",
             "",
-            "| model | data | editor | records | band | C0 tokens | eff. score | token eff | para. score | token gen | neigh. score | spec | s/edit | faults |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| model | data | editor | records | band | C0 tokens | target steps | L2 | eff. score | token eff | para. score | token gen | neigh. score | spec | s/edit | faults |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(singles, key=lambda r: (r["model"], r["data"], r["editor"])):
             rows = [x for x in r["rows"] if "fault" not in x]
@@ -323,7 +323,8 @@ def table(args) -> None:
             blocks = [n.split(".")[2] for n in r["band"]]
             lines.append(
                 f"| {r['model']} | {r['data']} | {r['editor']} | {r['records']} | {','.join(blocks)} | "
-                f"{r.get('c0_tokens', LEGACY_C0_TOKENS)} | "
+                f"{r.get('c0_tokens', LEGACY_C0_TOKENS)} | {r['params'].get('v_num_grad_steps', '-')} | "
+                f"{r['params'].get('L2', '-')} | "
                 + " | ".join(cells)
                 + f" | {r['seconds_per_edit']:.2f} | {r['faults']} |"
             )
