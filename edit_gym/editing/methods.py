@@ -142,7 +142,8 @@ BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # First 20 train records, 60 target steps (`benchmarks/editors.py single --editors
         # alphaedit --records 20 --data .../knowedit_counterfact_train.json --editor-params
         # '{"L2": X}' --tag l2-X-s60`; results/editors/editors.md), eff. score / token eff / neigh.
-        # score / rel. spec: L2 = 10: 90.0 / 84.9 / 59.5 / 30.8; L2 = 3: 100 / 98.2 / 59.5 / 16.4.
+        # score / rel. spec: L2 = 10: 90.0 / 84.9 / 59.5 / 30.8; L2 = 3: 100 / 98.2 / 59.5 / 16.4;
+        # L2 = 1: 100 / 97.3 / 59.0 / 16.4.
         # L2 = 3 is the largest of these that makes a single edit stick (the bar).
         # Null space 5% at L2 = 10 (12 records): 100 / 20.3 rel. spec (i.e. MEMIT's).
         "alphaedit": {"L2": 3.0},
