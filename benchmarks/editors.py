@@ -210,7 +210,6 @@ def stream(args) -> None:
                     "data": data_name(args.data),
                     "editor": editor + (f" ({args.tag})" if args.tag else ""),
                     "agent": agent_name,
-                    "params": dict(env.method.params) if env.method is not None else {},
                     "wall_seconds": time.perf_counter() - start,
                     "c0_tokens": _c0_tokens(),
                     "machine": _machine(),

@@ -136,6 +136,8 @@ def run_episode(
         "evaluation_seconds": eval_seconds,  # wall time of the before / final evaluations
         "fault": info.get("fault", "") if curve else "",
         "candidate_names": list(inner.candidate_names),
+        # a named method's resolved hyper-parameters (the leaderboard never pools two sets)
+        "params": dict(inner.method.params) if inner.method is not None else {},
         "curve": curve,
         "retention": retention,
         "samples": sample_rows,
