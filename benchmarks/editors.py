@@ -328,6 +328,13 @@ def table(args) -> None:
                 + f" | {r['seconds_per_edit']:.2f} | {r['faults']} |"
             )
         lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in singles})), ""]
+    speeds = [r for r in runs if r.get("kind") == "speed"]
+    if speeds:
+        lines += ["## Speed: an edit in forward+backward passes of the model", ""]
+        for r in speeds:
+            lines += [f"- {line}" for line in r["lines"]]
+            lines += [f"  (`{r['command']}`; {r['machine']})"]
+        lines += [""]
     lines += [
         "Sequential streams (both protocols, over stream seeds) are on the leaderboard,",
         "[docs/results.md](../../docs/results.md), built from `results/runs/` by `edit-gym leaderboard`.",
