@@ -198,6 +198,8 @@ def stream(args) -> None:
             if args.reuse_before:
                 needs = ("wild_efficacy_f1",) if args.wild else ()
                 before, before_from = recorded_before(RUNS, asdict(env.cfg), seed, needs)
+                if before_from:  # the record names it from the repository root
+                    before_from = Path(before_from).resolve().relative_to(ROOT).as_posix()
             start = time.perf_counter()
             result = run_episode(
                 env, agent, seed, extended=True, progress=args.progress, wild=args.wild, before=before
