@@ -21,14 +21,12 @@ from edit_gym.cache import cached_folder
 from edit_gym.data.builtin import builtin_requests, load_fact_table, training_texts
 from edit_gym.tokens import PairEncoder
 
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: no wall-clock stop (a loaded machine cached a weaker model under v1)
 TRAIN_SEED = 0
 HIDDEN = 128
 LAYERS = 6
-MAX_SECONDS = 100.0  # soft stop, keeps the build under two minutes on 2 idle cores
-TARGET_ACCURACY = 0.995
-# below this the soft stop does not apply (a loaded machine trains longer, never caches a model
-# that does not know its facts); a build that ends below it fails instead of being cached
+TARGET_ACCURACY = 0.995  # checked every 4 epochs: the model depends on the seed alone, not on load
+# a build that ends below this fails instead of being cached
 MIN_ACCURACY = 0.95
 
 
@@ -126,12 +124,11 @@ def train_tiny(out: Path, *, seed: int = TRAIN_SEED, progress: bool = True) -> d
             opt.step()
             sched.step()
         bar.update(1)
-        if epochs % 4 == 0 or time.perf_counter() - start > MAX_SECONDS:
+        if epochs % 4 == 0:
             model.eval()
             accuracy = _fact_accuracy(model, encoder, fact_pairs)
             bar.set_postfix(loss=f"{loss.item():.3f}", fact_acc=f"{accuracy:.3f}")
-            out_of_time = time.perf_counter() - start > MAX_SECONDS and accuracy >= MIN_ACCURACY
-            if accuracy >= TARGET_ACCURACY or out_of_time:
+            if accuracy >= TARGET_ACCURACY:
                 break
     bar.close()
     model.eval()
