@@ -71,7 +71,7 @@ def test_ppo_beats_random_and_untrained_policies_on_the_tiny_env(tmp_path):
     random_return = np.mean([_episode_return(env, lambda o: env.action_space.sample(), s) for s in seeds])
     untrained = Policy(env.observation_space)
     untrained_return = np.mean([_episode_return(env, untrained.act, s) for s in seeds])
-    args = Args(total_timesteps=512, seed=0, env_kwargs=kwargs, tb_dir=str(tmp_path / "tb"))
+    args = Args(total_timesteps=1024, seed=0, env_kwargs=kwargs, tb_dir=str(tmp_path / "tb"))
     policy, returns = train(args)
     assert len(returns) > 20 and all(np.isfinite(returns))
     trained_return = np.mean([_episode_return(env, policy.act, s) for s in seeds])
