@@ -51,8 +51,7 @@ def main() -> None:
         else:
             result = load_result(path)
         editor = str(result.get("editor") or result["config"]["editor"])
-        result = {k: v for k, v in result.items() if k not in ("format", "version", "sha256")}
-        result["retagged_from"] = editor
+        result["retagged_from"] = editor  # record_run drops the old stamp and checksums it anew
         result["editor"] = f"{editor} ({args.tag})"
         out = record_run(result, RUNS)
         if not args.from_commit and out.resolve() != path:

@@ -176,7 +176,7 @@ def recorded_before(
         same = all(run.get("config", {}).get(k) == config.get(k) for k in STREAM_KEYS)
         before = run.get("before") or {}
         if same and run.get("seed") == seed and before and all(k in before for k in needs):
-            return dict(run["before"]), str(path)
+            return dict(before), str(path)
     return None, None
 
 
