@@ -49,7 +49,9 @@ def test_optimized_target_reaches_the_target_token(memit_env):
     assert not target.fault
     converged = [i for i, nll in enumerate(target.nll) if nll < m.params["early_stop_nll"]]
     assert len(converged) >= 3, target.nll  # block 0 of the tiny model: ~75% of requests
-    assert all(target.steps[i] < m.params["v_num_grad_steps"] - 1 for i in converged)  # stopped early
+    # a request leaves the optimization only when it has converged; one may converge on the last step
+    stopped_early = [i for i, s in enumerate(target.steps) if s < m.params["v_num_grad_steps"] - 1]
+    assert stopped_early and set(stopped_early) <= set(converged), (target.steps, target.nll)
     assert all(t < b for t, b in zip(target.nll, before.nll, strict=True))
     # with delta at the site, the model's top-1 answer on each converged plain prompt is the target
     block = m.ctx.blocks[0]
