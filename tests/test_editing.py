@@ -79,9 +79,10 @@ def test_architecture_maps_are_data():
 
 
 @pytest.mark.parametrize("editor", ["ridge", "memit"])
-def test_gpt2_checkpoint_runs_in_the_env(tmp_path, editor):
+def test_gpt2_checkpoint_runs_in_the_env(tmp_path, monkeypatch, editor):
     """A GPT-2 (Conv1D) model from a local folder: default candidates, capture shapes, an edit
     (a one-step rule and a named method, whose writes go through the transposed storage)."""
+    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path / "cache"))  # C0 of a throwaway model: not the user's cache
     import numpy as np
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -90,9 +91,9 @@ def test_gpt2_checkpoint_runs_in_the_env(tmp_path, editor):
 
     tok = build_tokenizer()
     cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64)
-    GPT2LMHeadModel(cfg).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    env = LifelongEditEnv(model=str(tmp_path), num_edits=2, known_only=False, editor=editor)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    env = LifelongEditEnv(model=str(tmp_path / "gpt2"), num_edits=2, known_only=False, editor=editor)
     assert env.candidate_names == ["transformer.h.0.mlp.c_proj", "transformer.h.1.mlp.c_proj"]
     env.reset(seed=0)
     assert env._cap.keys[0].shape[1] == 128 and env._cap.grads[0].shape[1] == 32
