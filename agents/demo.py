@@ -1,21 +1,25 @@
 """The README's main job: a short train-and-evaluate on one env, printed as one results table.
 
-``edit-gym demo`` runs two editors on one held-out stream (same requests, same order, same
-starting weights):
+``edit-gym demo`` runs, on one held-out stream (same requests, same order, same starting weights):
 
 1. the untrained rule the net learns from (the env's ``editor``, ridge by default) under a
    baseline policy (``all`` candidates by default), on the same candidates as the net;
-2. the RLEdit hypernetwork after a few training sequences on the env's training requests
+2. each faithful editor of ``baselines`` (``alphaedit``: ``LifelongEdit-v0``'s default) under the
+   ``band`` agent on the env's default candidates: what a real optimizing editor does on that stream;
+3. the RLEdit hypernetwork after a short training run on the env's training requests
    (``editor="rledit:OUT/rledit"``), acting with every candidate.
 
-Both are scored before the stream and after it, and each row's full result is saved as a result
-file (``edit-gym plot OUT/rledit.json``). Nothing here is tuned for the demo: the net trains with
-the model's swept defaults (``agents.rledit.MODEL_DEFAULTS`` / ``MODEL_BANDS``), and whichever row is
-better is what the table shows.
+All are scored before the stream and after it, and each row's full result is saved as a result
+file (``edit-gym plot OUT/rledit.json``). The net trains with the model's swept defaults
+(``agents.rledit.MODEL_DEFAULTS`` / ``MODEL_BANDS``) except its two learning rates, which are
+:data:`SHORT_RUN_RATES`: the swept ones are for runs of 40+ updates and move a 4-update net by
+about 0.1%, which no score can show. :func:`training_effect` says what training changed, edit by
+edit, with its 95% interval; whichever row is better is what the table shows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,10 @@ from edit_gym.data.builtin import HELD_OUT_SPLIT
 # evaluation data -> training data with no request in common; all built-in facts -> their held-out part
 TRAINING_SPLIT = {held_out: train for train, held_out in HELD_OUT_SPLIT.items()}
 EVAL_SPLIT = {"facts": HELD_OUT_SPLIT["facts-train"]}
+
+# The demo's training step sizes (blocks, per-matrix scalars): large enough that a few Adam updates
+# move the net (measured in docs/rledit.md, "The demo's short run"); a full run keeps the swept ones.
+SHORT_RUN_RATES = {"learning_rate": 3e-3, "scalar_learning_rate": 1e-2}
 
 
 @dataclass
@@ -40,6 +48,8 @@ class DemoRun:
     sequences: int = 0
     train_seconds: float = 0.0
     rows: dict[str, dict] = field(default_factory=dict)
+    untrained: str = ""  # the names of the rows training is judged by: start and end
+    trained: str = ""
 
 
 def split_datasets(env_dataset: str, train_dataset: str | None) -> tuple[str | None, str]:
@@ -66,10 +76,14 @@ def run_demo(
     seed: int = 0,
     out: str | Path = "runs/demo",
     train_dataset: str | None = None,
+    baselines: Sequence[str] = ("alphaedit",),
+    train_overrides: dict[str, Any] | None = None,
     progress_bar: bool = True,
     **env_kwargs: Any,
 ) -> DemoRun:
-    """Train RLEdit briefly (``sequences=0``: skip it), evaluate it and the baseline; see the module doc."""
+    """Train RLEdit briefly (``sequences=0``: skip it), evaluate it, the untrained rule and the faithful
+    ``baselines`` (editor names; ``()``: none); see the module doc. ``train_overrides`` replace
+    :data:`SHORT_RUN_RATES` and any other :class:`~agents.rledit.RLEditConfig` field."""
     import time
 
     import gymnasium as gym
@@ -77,10 +91,14 @@ def run_demo(
     import edit_gym  # noqa: F401  registers the ids
     from agents.registry import check_agent_spec, resolve_agent
     from agents.rledit import RLEditAgent, default_config, training_band
+    from edit_gym.editing.methods import METHODS
     from edit_gym.result_file import save_result
     from edit_gym.runner import run_episode
 
     check_agent_spec(agent)
+    unknown = [name for name in baselines if name not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown faithful editor(s) {unknown} for the demo; choose from {sorted(METHODS)}")
     if sequences < 0 or edits_per_sequence < 1 or edits < 1:
         raise ValueError(
             f"need sequences >= 0, edits_per_sequence >= 1 and edits >= 1; got {sequences}, "
@@ -105,8 +123,15 @@ def run_demo(
 
     def evaluate(name: str, policy: str, file: str, before: dict | None, **extra: Any) -> dict:
         env = make(edits, run.eval_dataset, **extra)
-        try:
-            result = run_episode(env, resolve_agent(policy, env), seed, before=before, progress=progress_bar)
+        try:  # retention_points=1: every edit's own final efficacy, for training_effect
+            result = run_episode(
+                env,
+                resolve_agent(policy, env),
+                seed,
+                before=before,
+                progress=progress_bar,
+                retention_points=1,
+            )
         finally:
             env.close()
         result["agent"] = name
@@ -116,14 +141,26 @@ def run_demo(
 
     # the training env first and the rule's row next: bad data or a too-long stream fails before training
     train_env = make(edits_per_sequence, run.train_dataset) if sequences else None
-    baseline = evaluate(f"{rule}, {agent} (untrained)", agent, "baseline.json", None)
+    run.untrained = f"{rule}, {agent} (untrained)"
+    baseline = evaluate(run.untrained, agent, "baseline.json", None)
+    for editor in baselines:  # the same stream: its pre-edit scores carry over; the method's own band
+        evaluate(
+            f"{editor}, band (faithful)",
+            "band",
+            f"{editor}.json",
+            baseline["before"],
+            editor=editor,
+            candidates=None,
+        )
     if train_env is None:
         return run
     checkpoint = run.out / "rledit"
     if run.candidates is not None:
         print(f"training on {len(run.candidates)} of {len(names)} candidates (the swept band of {model})")
     started = time.perf_counter()
-    trained = RLEditAgent(train_env, default_config(model, seed=seed))
+    trained = RLEditAgent(
+        train_env, default_config(model, seed=seed, **{**SHORT_RUN_RATES, **(train_overrides or {})})
+    )
     trained.learn(sequences, progress_bar=progress_bar)
     run.train_seconds = time.perf_counter() - started
     run.sequences = trained.sequences_trained
@@ -133,11 +170,28 @@ def run_demo(
         f"wrote {checkpoint} ({sequences} sequences of {edits_per_sequence} edits, {run.train_seconds:.0f} s)"
     )
     # the same stream and starting weights: the pre-edit scores carry over
+    run.trained = f"rledit, all ({run.sequences} seq)"
     evaluate(
-        f"rledit, all ({run.sequences} seq)",
+        run.trained,
         "all",
         "rledit.json",
         baseline["before"],
         editor=f"rledit:{checkpoint}",
     )
     return run
+
+
+def training_effect(untrained: dict, trained: dict) -> tuple[float, float, int]:
+    """What training changed on the same stream: the mean over edits of (trained - untrained) final
+    efficacy of each edit, the half-width of its 95% t-interval, and the number of edits."""
+    from edit_gym.stats import interval
+
+    rows = [
+        r["retention"]["efficacy"][-1] if r["retention"]["efficacy"] else [] for r in (untrained, trained)
+    ]
+    if not rows[0] or len(rows[0]) != len(rows[1]):
+        raise ValueError(
+            "both runs need the per-edit final efficacy of the same stream (retention_points >= 1)"
+        )
+    mean, half = interval([b - a for a, b in zip(*rows, strict=True)])
+    return mean, half, len(rows[0])

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edit_gym.leaderboard import record_run  # noqa: E402
+from edit_gym.leaderboard import editor_of, record_run  # noqa: E402
 from edit_gym.result_file import load_result  # noqa: E402
 
 RUNS = ROOT / "results" / "runs"
@@ -50,7 +50,7 @@ def main() -> None:
                 result = load_result(Path(tmp) / path.name)
         else:
             result = load_result(path)
-        editor = str(result.get("editor") or result["config"]["editor"])
+        editor = editor_of(result)
         result["retagged_from"] = editor  # record_run drops the old stamp and checksums it anew
         result["editor"] = f"{editor} ({args.tag})"
         out = record_run(result, RUNS)

@@ -1,7 +1,7 @@
 """The ``edit-gym`` command: ``envs`` lists the ids, ``demo`` runs the README's main job.
 
 edit-gym envs
-edit-gym demo [--env LifelongEdit-OneStep-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--seed 0] [--out runs/demo]
+edit-gym demo [--env LifelongEdit-OneStep-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--baselines alphaedit ...] [--seed 0] [--out runs/demo]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym plot RUN.json [--out DIR]
 edit-gym bench [--ids ID ...] [--model tiny] [--editors RULE ...] [--cost-edits N] [--json OUT]
@@ -213,7 +213,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.demo import run_demo
+    from agents.demo import run_demo, training_effect
     from agents.registry import check_agent_spec
     from edit_gym.runner import comparison_table
 
@@ -228,6 +228,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=args.out,
         train_dataset=args.train_dataset,
+        baselines=args.baselines,
     )
     first = next(iter(run.rows.values()))
     print()
@@ -245,6 +246,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "teacher-forced token top-1; specificity = agreement with the pre-edit model; scores after the stream"
     )
     print(comparison_table(run.rows))
+    if run.trained:
+        mean, half, n = training_effect(run.rows[run.untrained], run.rows[run.trained])
+        print(
+            f"training effect ({run.trained} - {run.untrained}), final efficacy of each of the {n} edits: "
+            f"{100 * mean:+.1f} points, 95% interval +-{100 * half:.1f}"
+        )
     return 0
 
 
@@ -463,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sequences",
         type=int,
         default=4,
-        help="RLEdit training sequences (default: %(default)s; 0: the untrained-rule row only)",
+        help="RLEdit training sequences (default: %(default)s; 0: no training, the untrained rule's "
+        "and the baselines' rows only)",
     )
     demo.add_argument(
         "--edits-per-sequence", type=int, default=5, help="edits per training sequence (default: %(default)s)"
@@ -472,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--edits", type=int, default=20, help="held-out sequential edits (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=0, help="training and stream seed (default: %(default)s)")
+    demo.add_argument(
+        "--baselines",
+        nargs="*",
+        default=["alphaedit"],
+        help="faithful editors run under the band agent on the same stream (default: %(default)s; "
+        "none: --baselines with no name)",
+    )
     demo.add_argument(
         "--train-dataset",
         help="training requests (default: facts-train for the built-in facts, evaluated on facts-test)",

@@ -149,6 +149,11 @@ def data_name(source: str) -> str:
     return Path(source).stem  # "facts" -> "facts", ".../knowedit_counterfact_test.json" -> its stem
 
 
+def editor_of(result: dict) -> str:
+    """The editor a run record is filed under: its ``editor`` (a retagged or renamed one), else its config's."""
+    return str(result.get("editor") or result["config"]["editor"])
+
+
 def _data_name(result: dict) -> str:
     if result.get("data"):
         return str(result["data"])
@@ -208,7 +213,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             model=str(cfg["model"]),
             data=_data_name(result),
             length=int(cfg["num_edits"]),
-            editor=str(result.get("editor") or cfg["editor"]),
+            editor=editor_of(result),
             agent=str(result["agent"]),
             seed=int(result["seed"]),
             fault=str(result.get("fault") or ""),
@@ -252,7 +257,7 @@ def run_file_name(result: dict) -> str:
     """Where a run goes in the store: ``model/data/length/editor--agent--seed-S.json`` (+ digests,
     + ``--K-per-step`` for K requests a step); one file per leaderboard setting and seed."""
     cfg = result["config"]
-    editor = str(result.get("editor") or cfg["editor"])
+    editor = editor_of(result)
     agent = str(result["agent"])
     digests = result.get("checkpoint_sha256", {})
     if digests:

@@ -67,6 +67,7 @@ def test_demo_without_training_runs_the_baseline_row_only(tmp_path, capsys):
                 "3",
                 "--agent",
                 "fixed",
+                "--baselines",
                 "--out",
                 str(out_dir),
             ]
@@ -74,7 +75,7 @@ def test_demo_without_training_runs_the_baseline_row_only(tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "ridge, fixed (untrained)" in out and "rledit" not in out
+    assert "ridge, fixed (untrained)" in out and "rledit" not in out and "training effect" not in out
     assert sorted(p.name for p in out_dir.iterdir()) == ["baseline.json"]
 
 
@@ -237,9 +238,54 @@ def test_demo_trains_and_compares_on_the_models_swept_band(tmp_path, monkeypatch
 
     monkeypatch.setitem(rledit.MODEL_BANDS, "tiny", "2:4")
     run = run_demo(
-        "LifelongEdit-Tiny-v0", sequences=1, edits_per_sequence=2, edits=2, out=tmp_path, progress_bar=False
+        "LifelongEdit-Tiny-v0",
+        sequences=1,
+        edits_per_sequence=2,
+        edits=2,
+        out=tmp_path,
+        progress_bar=False,
+        baselines=(),
     )
     every = [f"model.layers.{i}.mlp.down_proj" for i in range(6)]
     assert run.candidates == every[2:4]
     assert [r["candidate_names"] for r in run.rows.values()] == [every[2:4], every[2:4]]
     assert [r["touched_fraction"] for r in run.rows.values()] == [1.0, 1.0]
+
+
+def test_demo_runs_a_faithful_editor_on_its_own_band_and_states_the_training_effect(tmp_path, capsys):
+    """The faithful row edits the method's band among the default candidates, on the same stream
+    (its pre-edit scores are the untrained row's); the effect line is the paired per-edit mean."""
+    import gymnasium as gym
+
+    from agents.demo import training_effect
+
+    argv = ["demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "3", "--sequences", "1"]
+    assert main([*argv, "--edits-per-sequence", "2", "--baselines", "memit", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "memit, band (faithful)" in out and "training effect (rledit, all (1 seq)" in out
+    rows = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert set(rows) == {"baseline", "memit", "rledit"}
+    faithful, untrained, trained = rows["memit"], rows["baseline"], rows["rledit"]
+    probe = gym.make("LifelongEdit-Tiny-v0", editor="memit", num_edits=1)
+    band = probe.unwrapped.method.band()
+    probe.close()
+    assert len(faithful["candidate_names"]) == 6 and faithful["touched_fraction"] == len(band) / 6
+    assert faithful["before"] == untrained["before"]
+    per_edit = [r["retention"]["efficacy"][-1] for r in (untrained, trained)]
+    mean, _, n = training_effect(untrained, trained)
+    assert n == 3 and mean == pytest.approx(sum(b - a for a, b in zip(*per_edit, strict=True)) / 3)
+    assert f"{100 * mean:+.1f} points" in out
+
+
+def test_training_effect_is_the_paired_mean_with_its_interval():
+    from agents.demo import training_effect
+
+    def run(per_edit):
+        return {"retention": {"after_edit": [len(per_edit)], "efficacy": [per_edit]}}
+
+    mean, half, n = training_effect(run([0.0, 0.5, 1.0]), run([1.0, 0.5, 1.0]))
+    assert (n, mean) == (3, pytest.approx(1 / 3)) and half == pytest.approx(
+        4.303 * (1 / 3) ** 0.5 / 3**0.5, rel=1e-3
+    )
+    with pytest.raises(ValueError, match="per-edit final efficacy"):
+        training_effect(run([0.0]), {"retention": {"after_edit": [], "efficacy": []}})

@@ -82,7 +82,9 @@ def test_architecture_maps_are_data():
 def test_gpt2_checkpoint_runs_in_the_env(tmp_path, monkeypatch, editor):
     """A GPT-2 (Conv1D) model from a local folder: default candidates, capture shapes, an edit
     (a one-step rule and a named method, whose writes go through the transposed storage)."""
-    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path / "cache"))  # C0 of a throwaway model: not the user's cache
+    monkeypatch.setenv(
+        "EDIT_GYM_CACHE", str(tmp_path / "cache")
+    )  # C0 of a throwaway model: not the user's cache
     import numpy as np
     from transformers import GPT2Config, GPT2LMHeadModel
 

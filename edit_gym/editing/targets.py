@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -62,7 +62,18 @@ class Target:
     steps: list[int]  # per request, Adam steps taken
     fault: str = ""  # non-empty if the optimization diverged (nothing may be written then)
     iterations: int = 0  # forward passes of the upper blocks (each but the last with a backward)
-    info: dict = field(default_factory=dict)
+
+
+def _request_nll(
+    token_nll: torch.Tensor, token_row: torch.Tensor, num_rows: int, num_requests: int, num_templates: int
+) -> torch.Tensor:
+    """Per request, the mean over its templates of each row's mean answer-token NLL. Rows are
+    request-major (request i's templates are rows i*T .. i*T+T-1); rows past the first
+    ``num_requests * num_templates`` (e.g. KL prompts) have no answer tokens and are dropped."""
+    zeros = torch.zeros(num_rows, device=token_nll.device)
+    count = zeros.index_add(0, token_row, torch.ones_like(token_nll)).clamp_min(1)
+    per_row = zeros.index_add(0, token_row, token_nll) / count
+    return per_row[: num_requests * num_templates].reshape(num_requests, num_templates).mean(1)
 
 
 @contextmanager
@@ -300,11 +311,6 @@ def optimize_target(
                 where = torch.empty_like(order)
                 where[order] = torch.arange(len(order), device=h.device)
                 answer_at, kl_at = where[: len(lay["answer"])], where[len(lay["answer"]) :]
-                lengths = (
-                    torch.zeros(len(rows), device=h.device)
-                    .index_add(0, lay["answer_row"], torch.ones(len(lay["answer_row"]), device=h.device))
-                    .clamp_min(1)
-                )
             owner = active[row_request]
             hook = _add_at_sites(torch.zeros_like(lay["site"]), lay["site"], lambda owner=owner: delta[owner])
             handle = block.register_forward_hook(hook)
@@ -315,10 +321,7 @@ def optimize_target(
                 handle.remove()
             logp = torch.log_softmax(logits.float(), dim=-1)
             token_nll = -logp[answer_at].gather(1, lay["labels"][:, None])[:, 0]
-            per_row = (
-                torch.zeros(len(rows), device=h.device).index_add(0, lay["answer_row"], token_nll) / lengths
-            )
-            nll = per_row[: k * t].reshape(k, t).mean(1)
+            nll = _request_nll(token_nll, lay["answer_row"], len(rows), k, t)
             kl_now = logp[kl_at]
             if kl_start is None:
                 kl_start = kl_now.detach()
@@ -393,13 +396,10 @@ def gradient_target(
             logp = torch.log_softmax(logits.float(), dim=-1)
             labels = rw.labels[rw.answer_mask]
             token_nll = -logp.gather(1, labels[:, None])[:, 0]
-            seq_of_token = rw.answer_mask.nonzero()[:, 0]
-            lengths = rw.answer_mask.sum(1).clamp_min(1).float()
-            per_seq = (
-                torch.zeros(rw.input_ids.shape[0], device=logp.device).index_add(0, seq_of_token, token_nll)
-                / lengths
+            row_of_token = rw.answer_mask.nonzero()[:, 0]
+            nll = _request_nll(
+                token_nll, row_of_token, rw.input_ids.shape[0], sites.num_requests, sites.num_templates
             )
-            nll = per_seq.reshape(sites.num_requests, sites.num_templates).mean(1)
             nll.sum().backward()
     finally:
         for hd in handles:
