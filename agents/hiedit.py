@@ -67,9 +67,13 @@ def make_training_env(
 
 
 def editor_spec(low_level: str) -> str:
-    """A checkpoint folder becomes ``rledit:DIR``; a rule spec (``ridge``, ``rledit:DIR``) stays."""
-    if Path(low_level).is_dir():
-        return f"rledit:{low_level}"
+    """A checkpoint folder (or a shipped RLEdit checkpoint's name) becomes ``rledit:DIR``; a rule
+    spec (``ridge``, ``rledit:DIR``) stays."""
+    from edit_gym.shipped import resolve_checkpoint
+
+    folder = resolve_checkpoint(low_level)
+    if Path(folder).is_dir():
+        return f"rledit:{folder}"
     return low_level
 
 

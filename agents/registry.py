@@ -10,10 +10,16 @@ from __future__ import annotations
 
 
 def require_checkpoint(agent: str, checkpoint: str | None) -> str:
-    """``checkpoint``, or a ValueError saying how to make one for ``agent``."""
+    """``checkpoint`` (a shipped checkpoint's name resolved to its folder), or a ValueError saying how
+    to make one for ``agent``."""
+    from edit_gym.shipped import resolve_checkpoint
+
     if not checkpoint:
-        raise ValueError(f"--agent {agent} needs --checkpoint DIR (from `edit-gym train {agent} --out DIR`)")
-    return checkpoint
+        raise ValueError(
+            f"--agent {agent} needs --checkpoint DIR (from `edit-gym train {agent} --out DIR`) or the name "
+            "of a shipped one (`edit-gym checkpoints`)"
+        )
+    return resolve_checkpoint(checkpoint)
 
 
 def resolve_agent(spec: str, env, checkpoint: str | None = None):

@@ -1,6 +1,7 @@
 """The ``edit-gym`` command: ``envs`` lists the ids, ``demo`` runs the README's main job.
 
 edit-gym envs
+edit-gym checkpoints
 edit-gym demo [--env LifelongEdit-OneStep-v0] [--sequences 4] [--edits-per-sequence 5] [--edits 20] [--baselines alphaedit ...] [--seed 0] [--out runs/demo]
 edit-gym eval --agent NAME|module:Class|rledit|MODEL.zip [--checkpoint PATH] --env ID --edits N [...]
 edit-gym plot RUN.json [--out DIR]
@@ -30,6 +31,23 @@ def _cmd_envs(_args: argparse.Namespace) -> int:
         "\nobservation: Dict(request: Box(2d), layer_stats: Box(L, 7), progress: Box(4)); L = candidate "
         "matrices\n(by default every block's mlp.down_proj), d = the model's width. "
         "Any id takes\nJSON-able kwargs: gym.make(id, dataset=..., num_edits=..., editor=...); see docs/concepts.md"
+    )
+    return 0
+
+
+def _cmd_checkpoints(_args: argparse.Namespace) -> int:
+    from edit_gym import shipped
+
+    entries = shipped.shipped_checkpoints()
+    if not entries:
+        print(f"no shipped checkpoints in {shipped.SHIPPED_DIR}")
+        return 0
+    print(f"{'name':<24} {'kind':<7} {'model':<13} {'sha256':<16}  what")
+    for e in entries:
+        print(f"{e.name:<24} {e.kind:<7} {e.model:<13} {e.sha256[:16]:<16}  {e.what}")
+        print(f"{'':<24} made by: {e.command}")
+    print(
+        f"\nuse a name where a checkpoint folder goes: --checkpoint NAME, editor='rledit:NAME' ({shipped.SHIPPED_DIR})"
     )
     return 0
 
@@ -257,7 +275,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from agents.registry import require_checkpoint  # agents import torch: not at CLI start-up
+    from edit_gym.shipped import resolve_checkpoint
 
+    if args.checkpoint:  # a shipped checkpoint's short name -> its folder (`edit-gym checkpoints`)
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
     kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
     if args.dataset:
         kwargs["dataset"] = args.dataset
@@ -450,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     envs = sub.add_parser("envs", help="list the registered environment ids")
     envs.set_defaults(func=_cmd_envs)
+    ckpts = sub.add_parser(
+        "checkpoints", help="list the shipped checkpoints (name, what, digest, the command that made it)"
+    )
+    ckpts.set_defaults(func=_cmd_checkpoints)
     demo = sub.add_parser(
         "demo",
         help="the main job: train RLEdit briefly, then compare it with the rule it learns from on a "

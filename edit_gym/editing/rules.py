@@ -312,10 +312,13 @@ def _spec_parts(spec: str) -> list[str]:
 
 
 def learned_checkpoint(spec: str) -> str | None:
-    """The checkpoint folder of a learned-rule spec (``rledit:PATH[+wrappers]``), else None."""
+    """The checkpoint folder of a learned-rule spec (``rledit:PATH[+wrappers]``; PATH may be a shipped
+    checkpoint's name, :mod:`edit_gym.shipped`), else None."""
+    from edit_gym.shipped import resolve_checkpoint
+
     parts = _spec_parts(spec)
     kind, _, path = parts[0].partition(":") if parts else ("", "", "")
-    return path if kind == "rledit" and path else None
+    return resolve_checkpoint(path) if kind == "rledit" and path else None
 
 
 class Editor:
