@@ -1,0 +1,44 @@
+"""benchmarks/editors.py: the single-edit protocol behind the editors' table (tiny model)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import weights_hash
+
+
+def _editors_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "editors.py"
+    spec = importlib.util.spec_from_file_location("editors_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_single_edits_start_from_the_pristine_model_and_batch_targets_like_one_at_a_time():
+    from edit_gym.env import LifelongEditEnv
+
+    editors = _editors_module()
+    env = LifelongEditEnv(model="tiny", dataset="facts", editor="rome", num_edits=4, final_eval=False)
+    env.reset(seed=0)
+    pristine = weights_hash(env)
+    alone = editors.single_edits(env, records=4, batch=1)
+    batched = editors.single_edits(env, records=4, batch=2)
+    assert weights_hash(env) == pristine  # every edit was scored alone, then undone
+    assert (
+        [r["uid"] for r in alone]
+        == [r["uid"] for r in batched]
+        == [env.requests[int(i)].uid for i in env._stream[:4]]
+    )
+    assert not any("fault" in r for r in alone)
+    for a, b in zip(alone, batched, strict=True):
+        assert b["target_nll"] == pytest.approx(a["target_nll"], abs=1e-3)
+        assert b["efficacy_score"] == a["efficacy_score"]
+    summary = editors.summarize(alone)
+    mean, half = summary["efficacy"]
+    assert mean == pytest.approx(np.mean([r["efficacy"] for r in alone])) and half >= 0
+    assert set(summary) == set(editors.SINGLE_METRICS)
