@@ -247,6 +247,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         train_dataset=args.train_dataset,
         baselines=args.baselines,
+        train_overrides={
+            k: v
+            for k, v in (("learning_rate", args.lr), ("scalar_learning_rate", args.scalar_lr))
+            if v is not None
+        },
     )
     first = next(iter(run.rows.values()))
     print()
@@ -505,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--edits", type=int, default=20, help="held-out sequential edits (default: %(default)s)"
     )
     demo.add_argument("--seed", type=int, default=0, help="training and stream seed (default: %(default)s)")
+    demo.add_argument(
+        "--lr", type=float, help="RLEdit block learning rate (default: agents.demo.SHORT_RUN_RATES, 3e-3)"
+    )
+    demo.add_argument(
+        "--scalar-lr",
+        type=float,
+        help="RLEdit per-matrix scalar learning rate (default: agents.demo.SHORT_RUN_RATES, 1e-2)",
+    )
     demo.add_argument(
         "--baselines",
         nargs="*",
