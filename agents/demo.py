@@ -6,7 +6,9 @@
    baseline policy (``all`` candidates by default), on the same candidates as the net;
 2. each faithful editor of ``baselines`` (``alphaedit``: ``LifelongEdit-v0``'s default) under the
    ``band`` agent on the env's default candidates: what a real optimizing editor does on that stream;
-3. the RLEdit hypernetwork after a short training run on the env's training requests
+3. every RLEdit checkpoint shipped with the package for the env's model (``edit-gym checkpoints``),
+   on the matrices it was trained on;
+4. the RLEdit hypernetwork after a short training run on the env's training requests
    (``editor="rledit:OUT/rledit"``), acting with every candidate.
 
 All are scored before the stream and after it, and each row's full result is saved as a result
@@ -77,12 +79,14 @@ def run_demo(
     out: str | Path = "runs/demo",
     train_dataset: str | None = None,
     baselines: Sequence[str] = ("alphaedit",),
+    include_shipped: bool = True,
     train_overrides: dict[str, Any] | None = None,
     progress_bar: bool = True,
     **env_kwargs: Any,
 ) -> DemoRun:
     """Train RLEdit briefly (``sequences=0``: skip it), evaluate it, the untrained rule and the faithful
-    ``baselines`` (editor names; ``()``: none); see the module doc. ``train_overrides`` replace
+    ``baselines`` (editor names; ``()``: none) and, with ``include_shipped``, every shipped RLEdit
+    checkpoint of the env's model (:func:`shipped_for`); see the module doc. ``train_overrides`` replace
     :data:`SHORT_RUN_RATES` and any other :class:`~agents.rledit.RLEditConfig` field."""
     import time
 
@@ -152,6 +156,15 @@ def run_demo(
             editor=editor,
             candidates=None,
         )
+    for entry in shipped_for(model) if include_shipped else []:  # on the matrices each was trained on
+        evaluate(
+            f"{entry.name}, all (shipped)",
+            "all",
+            f"{entry.name}.json",
+            baseline["before"],
+            editor=f"rledit:{entry.name}",
+            candidates=None,
+        )
     if train_env is None:
         return run
     checkpoint = run.out / "rledit"
@@ -195,3 +208,10 @@ def training_effect(untrained: dict, trained: dict) -> tuple[float, float, int]:
         )
     mean, half = interval([b - a for a, b in zip(*rows, strict=True)])
     return mean, half, len(rows[0])
+
+
+def shipped_for(model: str) -> list:
+    """The shipped RLEdit checkpoints trained on ``model`` (:mod:`edit_gym.shipped`), in index order."""
+    from edit_gym.shipped import shipped_checkpoints
+
+    return [e for e in shipped_checkpoints() if e.kind == "rledit" and e.model == model]

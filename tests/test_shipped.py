@@ -89,3 +89,19 @@ def test_bad_shipments_and_indexes_are_refused(store):
 @pytest.mark.parametrize("entry", shipped_checkpoints(), ids=lambda e: e.name)
 def test_every_shipped_checkpoint_matches_its_digest(entry):
     assert folder_sha256(shipped.SHIPPED_DIR / entry.name) == entry.sha256
+
+
+def test_the_demo_runs_every_shipped_checkpoint_of_its_model(store, tmp_path):
+    from agents.demo import run_demo
+
+    _, source = store
+    ship(source, _entry())
+    ship(source, Shipped("rledit-other", "rledit", "smollm2-135m", "another model's", "", "-"))
+    run = run_demo(
+        "LifelongEdit-Tiny-v0", sequences=0, edits=2, out=tmp_path / "demo", baselines=(), progress_bar=False
+    )
+    assert list(run.rows) == ["ridge, all (untrained)", "rledit-tiny, all (shipped)"]
+    shipped_row = run.rows["rledit-tiny, all (shipped)"]
+    assert shipped_row["config"]["editor"] == "rledit:rledit-tiny"
+    assert shipped_row["before"] == run.rows["ridge, all (untrained)"]["before"]
+    assert (tmp_path / "demo" / "rledit-tiny.json").is_file()
