@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         wild=getattr(args, "wild", False),
     )
     result["agent"] = args.agent
-    checkpoint = getattr(args, "checkpoint", None)
+    checkpoint = getattr(args, "checkpoint_folder", None) or getattr(args, "checkpoint", None)
     if checkpoint and Path(checkpoint).exists():  # the weights behind the row (results never pool two)
         from edit_gym.cache import file_sha256, folder_sha256
 
@@ -282,8 +282,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from agents.registry import require_checkpoint  # agents import torch: not at CLI start-up
     from edit_gym.shipped import resolve_checkpoint
 
-    if args.checkpoint:  # a shipped checkpoint's short name -> its folder (`edit-gym checkpoints`)
-        args.checkpoint = resolve_checkpoint(args.checkpoint)
+    # a shipped checkpoint's short name stays the name in the editor spec and the record; its
+    # folder (`edit-gym checkpoints`) gives the digest
+    args.checkpoint_folder = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
     kwargs = {"num_edits": args.edits, "edits_per_step": args.edits_per_step}
     if args.dataset:
         kwargs["dataset"] = args.dataset
@@ -298,7 +299,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
         # the learned rule is the editor; --editor may add wrappers, e.g. --editor nullspace
-        kwargs["editor"] = f"rledit:{require_checkpoint(args.agent, args.checkpoint)}" + (
+        require_checkpoint(args.agent, args.checkpoint)
+        kwargs["editor"] = f"rledit:{args.checkpoint}" + (
             f"+{args.editor}" if args.editor else ""
         )
     elif args.editor:

@@ -41,6 +41,7 @@ def test_a_shipped_name_resolves_to_its_verified_folder_everywhere(store, tmp_pa
     assert main([*argv, "--edits", "2", "--no-extended", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["checkpoint_sha256"] == {"rule": entry.sha256[:16]}
+    assert record["config"]["editor"] == "rledit:rledit-tiny"  # the name, not this machine's path
     env = gym.make("LifelongEdit-Tiny-v0", num_edits=2, editor="rledit:rledit-tiny")
     assert env.unwrapped.cfg.editor == "rledit:rledit-tiny"
     env.close()
