@@ -300,9 +300,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elif args.agent == "rledit":
         # the learned rule is the editor; --editor may add wrappers, e.g. --editor nullspace
         require_checkpoint(args.agent, args.checkpoint)
-        kwargs["editor"] = f"rledit:{args.checkpoint}" + (
-            f"+{args.editor}" if args.editor else ""
-        )
+        kwargs["editor"] = f"rledit:{args.checkpoint}" + (f"+{args.editor}" if args.editor else "")
     elif args.editor:
         kwargs["editor"] = args.editor
     return _run(args, kwargs)
