@@ -71,9 +71,8 @@ def editor_spec(low_level: str) -> str:
     spec (``ridge``, ``rledit:DIR``) stays."""
     from edit_gym.shipped import resolve_checkpoint
 
-    folder = resolve_checkpoint(low_level)
-    if Path(folder).is_dir():
-        return f"rledit:{folder}"
+    if Path(resolve_checkpoint(low_level)).is_dir():
+        return f"rledit:{low_level}"  # a shipped name stays the name (the env resolves it), as in eval
     return low_level
 
 

@@ -77,7 +77,6 @@ def ship(source: str | Path, entry: Shipped, folder: Path | None = None) -> Ship
     files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else []
     if not files or any(p.suffix not in (".json", ".safetensors") for p in files):
         raise ValueError(f"{source} is not a checkpoint folder of .json and .safetensors files only")
-    entry = dataclasses.replace(entry, sha256="0" * 64)
     _check_entry(entry, folder / INDEX_FILE)
     entries = [e for e in _read_index(folder) if e.name != entry.name]
 

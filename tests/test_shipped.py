@@ -106,3 +106,13 @@ def test_the_demo_runs_every_shipped_checkpoint_of_its_model(store, tmp_path):
     assert shipped_row["config"]["editor"] == "rledit:rledit-tiny"
     assert shipped_row["before"] == run.rows["ridge, all (untrained)"]["before"]
     assert (tmp_path / "demo" / "rledit-tiny.json").is_file()
+
+
+def test_a_shipped_low_level_keeps_its_name_in_the_selectors_editor_spec(store):
+    from agents.hiedit import editor_spec
+
+    _, source = store
+    ship(source, _entry())
+    assert editor_spec("rledit-tiny") == "rledit:rledit-tiny"
+    assert editor_spec(str(source)) == f"rledit:{source}"
+    assert editor_spec("ridge") == "ridge"
