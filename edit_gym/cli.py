@@ -28,7 +28,7 @@ def _cmd_envs(_args: argparse.Namespace) -> int:
         space = ACTION_SPACE_TEXT[kw["action_type"]]
         print(f"{env_id:<35} {kw['model']:<13} {kw['dataset']:<8} {kw['num_edits']:>5}  {space}")
     print(
-        "\nobservation: Dict(request: Box(2d), layer_stats: Box(L, 7), progress: Box(4)); L = candidate "
+        "\nobservation: Dict(request: Box(2d), layer_stats: Box(L, 8), progress: Box(4)); L = candidate "
         "matrices\n(by default every block's mlp.down_proj), d = the model's width. "
         "Any id takes\nJSON-able kwargs: gym.make(id, dataset=..., num_edits=..., editor=...); see docs/concepts.md"
     )

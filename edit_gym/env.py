@@ -57,6 +57,7 @@ LAYER_STATS = (
     ("relative_drift", 0.0, 10.0),
     ("edited_fraction", 0.0, 1.0),
     ("key_overlap", 0.0, 1.0),
+    ("write_effect", -1.0, 1.0),
 )
 PROGRESS = (("step_fraction", 1.0), ("success_rate", 1.0), ("mean_edit_loss", 50.0), ("mean_kl", 50.0))
 KEY_HISTORY = 128  # edited keys remembered per candidate for the overlap statistic
@@ -436,6 +437,7 @@ class LifelongEditEnv(gym.Env):
         stats[:, 3] = cap.loss
         stats[:, 4] = self._drift
         stats[:, 5] = self._times_edited / self.num_steps
+        stats[:, 7] = self._moved_sum / np.maximum(self._moved_count, 1)
         done = max(self._t, 1)
         progress = np.array(
             [self._t / self.num_steps, self._success_sum / done, self._loss_sum / done, self._kl_sum / done]
@@ -466,6 +468,8 @@ class LifelongEditEnv(gym.Env):
         n = self.num_candidates
         self._times_edited = np.zeros(n)
         self._drift = np.zeros(n)
+        self._moved_sum = np.zeros(n)  # spreading methods: the residual fraction each write removed
+        self._moved_count = np.zeros(n)
         self._key_count = np.zeros(n, dtype=np.int64)
         self._key_history = [
             torch.zeros(KEY_HISTORY, c.shape[1], device=c.param.device) for c in self.candidates
@@ -673,6 +677,13 @@ class LifelongEditEnv(gym.Env):
         metrics = self._post_edit_metrics() if not fault else None
         if not fault and not self._loss_ok(metrics):
             fault = f"edit loss after update {metrics['edit_loss_after']:.3g} exceeds max_loss"
+        moved = np.zeros(self.num_candidates)
+        if not fault and len(selected):
+            for layer in written.get("spread", []):
+                moved[layer["candidate"]] = layer["moved"]
+                self._moved_sum[layer["candidate"]] += layer["moved"]
+                self._moved_count[layer["candidate"]] += 1
+        extra["write_moved"] = moved  # per candidate: the fraction of the target residual it removed
         if fault:
             self._state.roll_back(selected)
             method.restore(snapshot)

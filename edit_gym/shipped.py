@@ -14,6 +14,7 @@ table is never computed from a checkpoint other than the one it names.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,20 @@ def ship(source: str | Path, entry: Shipped, folder: Path | None = None) -> Ship
     return entry
 
 
+_DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def _verified_digest(path: Path, digest: Callable[[Path], str]) -> str:
+    """``digest(path)``, computed again only when a file of ``path`` changed (name, size or mtime):
+    an environment resolves the same shipped name several times while it is built."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = tuple((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(path.resolve()), stamp)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = digest(path)
+    return _DIGESTS[key]
+
+
 def resolve_checkpoint(name_or_path: str, folder: Path | None = None) -> str:
     """A checkpoint folder for ``name_or_path``: the path itself if it exists (or is not a shipped
     name), else the shipped checkpoint of that name, verified against its recorded digest."""
@@ -106,7 +121,7 @@ def resolve_checkpoint(name_or_path: str, folder: Path | None = None) -> str:
     from edit_gym.cache import folder_sha256
 
     path = Path(folder or SHIPPED_DIR) / entry.name
-    if not path.is_dir() or folder_sha256(path) != entry.sha256:
+    if not path.is_dir() or _verified_digest(path, folder_sha256) != entry.sha256:
         raise ValueError(
             f"shipped checkpoint {entry.name!r} ({path}) does not match its digest in {INDEX_FILE}: "
             "reinstall the package or rerun its command (`edit-gym checkpoints`)"

@@ -14,6 +14,7 @@ import torch
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils.env_checker import check_env
 
+from edit_gym.env import LAYER_STATS
 from tests.conftest import TINY_IDS, all_candidates_action, weights_hash
 
 # Warnings the checkers may raise on these envs, and why they are expected.
@@ -127,7 +128,7 @@ def test_spawn_subprocess_by_module_id():
     proc.start()
     shape = queue.get(timeout=240)
     proc.join(60)
-    assert proc.exitcode == 0 and shape[1] == 7
+    assert proc.exitcode == 0 and shape[1] == len(LAYER_STATS)
 
 
 def test_reset_restores_weights_after_50_edits():
@@ -260,7 +261,7 @@ def test_custom_candidates_and_editor():
     names = ["model.layers.1.mlp.up_proj", "model.layers.2.self_attn.o_proj"]
     env = gym.make("LifelongEdit-Tiny-v0", num_edits=2, candidates=names, editor="gradient").unwrapped
     env.reset(seed=0)
-    assert env.candidate_names == names and env.observation_space["layer_stats"].shape == (2, 7)
+    assert env.candidate_names == names and env.observation_space["layer_stats"].shape == (2, 8)
     _, _, _, _, info = env.step(all_candidates_action(env))
     assert np.isfinite(info["edit_loss_after"])
     with pytest.raises(ValueError, match="unknown editor 'magic'"):

@@ -14,9 +14,10 @@ from edit_gym.data import EditRequest, InvalidRecordError
 from edit_gym.editing.keys import build_sites, read_sites
 from edit_gym.editing.methods import METHODS, method_params
 from edit_gym.editing.restraints import prune_singular_values, rect_sparsify
-from edit_gym.editing.spreading import shares
+from edit_gym.editing.spreading import shares, spread
 from edit_gym.editing.targets import optimize_target
 from edit_gym.editing.write import AlphaEditWriter, CovarianceWriter, nullspace_projector
+from edit_gym.env import LAYER_STATS
 from tests.conftest import weights_hash
 
 
@@ -99,6 +100,37 @@ def test_early_stopping_is_per_request(memit_env):
         for r in reqs
     ]
     assert target.steps == [a.steps[0] for a in alone]
+
+
+def test_write_effect_is_the_residual_each_layer_removed():
+    env = gym.make("LifelongEdit-Tiny-v0", editor="memit", num_edits=2, edits_per_step=1)
+    obs, _ = env.reset(seed=0)
+    u = env.unwrapped
+    column = [name for name, *_ in LAYER_STATS].index("write_effect")
+    assert not obs["layer_stats"][:, column].any()  # nothing written yet
+    band = list(u.method.band())
+    obs, _, _, _, info = env.step(_band_action(env, band))
+    assert not info["fault"]
+    moved = info["write_moved"]
+    assert (moved[band] > 0.01).all() and 0.5 < moved.sum() <= 1.0 + 1e-6  # MEMIT's band removes most of it
+    assert not np.delete(moved, band).any()  # candidates that did not write remove nothing
+    np.testing.assert_allclose(obs["layer_stats"][:, column], moved, rtol=1e-5, atol=1e-6)
+
+
+def test_spread_reports_what_each_write_removed():
+    """A toy site whose hidden state is the sum of what the layers wrote: each takes its share."""
+    z = torch.tensor([[4.0, 0.0]])
+    written = {0: torch.zeros(1, 2), 1: torch.zeros(1, 2)}
+
+    def read(j):
+        return torch.ones(1, 1), sum(written.values())
+
+    def write(j, keys, resid):
+        written[j] = written[j] + resid
+
+    layers = spread([0, 1], [0.5, 0.5], z, read, write)
+    assert [layer["residual_norm"] for layer in layers] == [4.0, 2.0]
+    assert [layer["moved"] for layer in layers] == [0.5, 0.25]  # half, then half of what was left
 
 
 def test_spreading_over_one_candidate_is_romes_closed_form(memit_env):

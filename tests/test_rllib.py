@@ -18,6 +18,7 @@ import pytest
 
 import edit_gym  # noqa: F401  registers the ids
 from agents.rllib import make_env
+from edit_gym.env import LAYER_STATS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_make_env_flattens_and_refuses_what_rllib_cannot_sample():
     env = make_env({"env_id": "LifelongEdit-Tiny-MultiDiscrete-v0", "num_edits": 2})
     assert isinstance(env.observation_space, gym.spaces.Box) and env.observation_space.shape == (
-        256 + 42 + 4,
+        256 + 6 * len(LAYER_STATS) + 4,  # request, 6 candidates' statistics, progress
     )
     obs, _ = env.reset(seed=0)
     assert obs.shape == env.observation_space.shape and np.isfinite(obs).all()

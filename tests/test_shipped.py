@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import gymnasium as gym
 import pytest
@@ -62,6 +63,8 @@ def test_a_local_folder_of_the_same_name_wins(store, tmp_path, monkeypatch):
 def test_a_changed_shipped_file_is_refused_naming_the_checkpoint(store):
     folder, source = store
     ship(source, _entry())
+    assert resolve_checkpoint("rledit-tiny") == str(folder / "rledit-tiny")  # verified once, remembered
+    time.sleep(0.05)  # past the file system's timestamp granularity: the change shows in mtime
     weights = folder / "rledit-tiny" / "hypernet.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1

@@ -34,7 +34,9 @@ def spread(
 ) -> list[dict]:
     """Write ``z`` over the candidates of ``order``; ``read(j)`` gives (keys, hidden now), ``write(j, keys, R)``.
 
-    Returns one record per layer: the residual norm before it wrote and the share it took.
+    Returns one record per layer: the residual norm before it wrote, the share it took and
+    ``moved``, the fraction of the step's first residual its write removed (the residual is read
+    once more after the last layer wrote).
     """
     out = []
     for j, s in zip(order, fractions, strict=True):
@@ -42,4 +44,9 @@ def spread(
         resid = z - now
         write(j, keys, s * resid)
         out.append({"candidate": int(j), "residual_norm": float(resid.norm(dim=1).mean()), "share": s})
+    if out:
+        _, now = read(order[-1])
+        norms = [r["residual_norm"] for r in out] + [float((z - now).norm(dim=1).mean())]
+        for i, record in enumerate(out):
+            record["moved"] = (norms[i] - norms[i + 1]) / max(norms[0], 1e-12)
     return out
