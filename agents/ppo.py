@@ -408,7 +408,13 @@ def load_policy(path: str | Path, observation_space: gym.spaces.Dict) -> tuple[P
         verify_sha256(weights, meta["sha256"], "policy.json")
     args = Args(**meta["args"])
     policy = Policy(observation_space, args.hidden, args.init_log_std)
-    policy.load_state_dict(load_file(str(weights)))
+    try:
+        policy.load_state_dict(load_file(str(weights)))
+    except RuntimeError as err:  # tensor shapes of another observation layout or candidate count
+        raise ValueError(
+            f"{weights} does not fit this environment's observation {observation_space} "
+            f"(saved for another candidate count or an older observation layout): {err}"
+        ) from None
     return policy, args
 
 

@@ -189,4 +189,10 @@ def safe_custom_objects(path: str | Path, env: Any) -> tuple[type, dict]:
 def load_sb3(path: str | Path, env: Any, device: str = "cpu"):
     """An SB3 model from a zip, its pickled fields replaced (see the module docstring)."""
     algo, objects = safe_custom_objects(path, env)
-    return algo.load(str(path), env=env, device=device, custom_objects=objects)
+    try:
+        return algo.load(str(path), env=env, device=device, custom_objects=objects)
+    except RuntimeError as err:  # tensor shapes of another observation layout or candidate count
+        raise CheckpointError(
+            f"{str(path)!r} does not fit this environment's spaces (saved for another candidate "
+            f"count or an older observation layout): {err}"
+        ) from None

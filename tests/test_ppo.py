@@ -126,3 +126,20 @@ def test_corrupted_policy_file_is_refused(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-8])
     with pytest.raises(ValueError, match="does not match the checksum"):
         load_policy(path, env.observation_space)
+
+
+def test_policy_of_another_observation_layout_is_refused(tmp_path):
+    from agents.ppo import load_policy
+
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=2)
+    path = PPOAgent(env, Args(seed=0)).save(tmp_path / "policy")
+    space = env.observation_space
+    stats = space["layer_stats"]
+    older = gym.spaces.Dict(  # the 7-column statistics of edit-gym before `write_effect`
+        {
+            **space.spaces,
+            "layer_stats": gym.spaces.Box(stats.low[:, :7], stats.high[:, :7], dtype=stats.dtype),
+        }
+    )
+    with pytest.raises(ValueError, match="does not fit this environment's observation"):
+        load_policy(path, older)
