@@ -14,7 +14,6 @@ table is never computed from a checkpoint other than the one it names.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,14 +98,15 @@ def ship(source: str | Path, entry: Shipped, folder: Path | None = None) -> Ship
 _DIGESTS: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
 
 
-def _verified_digest(path: Path, digest: Callable[[Path], str]) -> str:
-    """``digest(path)``, computed again only when a file of ``path`` changed (name, size or mtime):
-    an environment resolves the same shipped name several times while it is built."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    stamp = tuple((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(path.resolve()), stamp)
+def _verified_digest(path: Path) -> str:
+    """``folder_sha256(path)``, computed again only when a file of ``path`` changed (name, size or
+    mtime): an environment resolves the same shipped name several times while it is built."""
+    from edit_gym.cache import folder_sha256
+
+    stats = {p.relative_to(path).as_posix(): p.stat() for p in sorted(path.rglob("*")) if p.is_file()}
+    key = (str(path.resolve()), tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats.items()))
     if key not in _DIGESTS:
-        _DIGESTS[key] = digest(path)
+        _DIGESTS[key] = folder_sha256(path)
     return _DIGESTS[key]
 
 
@@ -118,10 +118,8 @@ def resolve_checkpoint(name_or_path: str, folder: Path | None = None) -> str:
     entry = next((e for e in shipped_checkpoints(folder) if e.name == name_or_path), None)
     if entry is None:
         return name_or_path  # the caller's loader says what is missing
-    from edit_gym.cache import folder_sha256
-
     path = Path(folder or SHIPPED_DIR) / entry.name
-    if not path.is_dir() or _verified_digest(path, folder_sha256) != entry.sha256:
+    if not path.is_dir() or _verified_digest(path) != entry.sha256:
         raise ValueError(
             f"shipped checkpoint {entry.name!r} ({path}) does not match its digest in {INDEX_FILE}: "
             "reinstall the package or rerun its command (`edit-gym checkpoints`)"
