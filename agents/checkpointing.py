@@ -35,3 +35,14 @@ class PeriodicSave:
         if self.every and count // self.every > self.saved_at // self.every:
             self.save(self.checkpoint_dir)
             self.saved_at = count
+
+
+def layout_mismatch(path: str | Path, space: Any, err: Exception) -> Exception:
+    """The error for a saved policy whose tensor shapes do not fit this environment's spaces
+    (trained for another candidate count, or on an older observation layout)."""
+    from edit_gym.editing.hypernet import CheckpointError
+
+    return CheckpointError(
+        f"{str(path)!r} does not fit this environment's observation {space} (saved for another "
+        f"candidate count or an older observation layout): {err}"
+    )

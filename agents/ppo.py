@@ -32,6 +32,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal
 from tqdm.auto import tqdm
 
+from agents.checkpointing import layout_mismatch
 from edit_gym.tensorboard_layout import StepAverager, log_hparams
 
 
@@ -411,10 +412,7 @@ def load_policy(path: str | Path, observation_space: gym.spaces.Dict) -> tuple[P
     try:
         policy.load_state_dict(load_file(str(weights)))
     except RuntimeError as err:  # tensor shapes of another observation layout or candidate count
-        raise ValueError(
-            f"{weights} does not fit this environment's observation {observation_space} "
-            f"(saved for another candidate count or an older observation layout): {err}"
-        ) from None
+        raise layout_mismatch(weights, observation_space, err) from None
     return policy, args
 
 

@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from agents.checkpointing import layout_mismatch
 from edit_gym.editing.hypernet import CheckpointError
 
 SERIALIZED = ":serialized:"
@@ -192,7 +193,4 @@ def load_sb3(path: str | Path, env: Any, device: str = "cpu"):
     try:
         return algo.load(str(path), env=env, device=device, custom_objects=objects)
     except RuntimeError as err:  # tensor shapes of another observation layout or candidate count
-        raise CheckpointError(
-            f"{str(path)!r} does not fit this environment's spaces (saved for another candidate "
-            f"count or an older observation layout): {err}"
-        ) from None
+        raise layout_mismatch(path, env.observation_space, err) from None

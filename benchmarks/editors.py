@@ -243,7 +243,7 @@ def speed(args) -> None:
     from edit_gym.actions import encode_action
     from edit_gym.editing.capture import capture
 
-    lines = []
+    lines, timings = [], {}
     for editor in args.editors:
         for per_step in (1, args.batch):
             env = _env(args, editor, per_step * args.steps, per_step)
@@ -253,7 +253,7 @@ def speed(args) -> None:
             action = encode_action(
                 mask, np.zeros(env.num_candidates), env.cfg.action_type, env.cfg.coef_levels
             )
-            ratios = []
+            ratios, seconds = [], []
             for t in range(args.steps):
                 reqs = [env.requests[i] for i in env._batch_requests(t)]
                 passes = []
@@ -265,10 +265,24 @@ def speed(args) -> None:
                         passes.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 env.step(action)
-                ratios.append((time.perf_counter() - start) / float(np.median(passes)) / per_step)
+                seconds.append((time.perf_counter() - start) / per_step)
+                ratios.append(seconds[-1] / float(np.median(passes)))
+            timings.setdefault(editor, {})[per_step] = {
+                "passes_per_edit": float(np.median(ratios)),
+                "seconds_per_edit": float(np.median(seconds)),
+            }
             line = (
                 f"{editor}: {per_step} request(s) per step: {np.median(ratios):.1f} forward+backward passes "
-                f"per edit (median of {args.steps} steps)"
+                f"per edit, {np.median(seconds):.3f} s (median of {args.steps} steps)"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    first = args.editors[0]
+    for editor in args.editors[1:]:
+        for per_step, t in timings[editor].items():
+            ratio = t["seconds_per_edit"] / timings[first][per_step]["seconds_per_edit"]
+            line = (
+                f"{editor} / {first}, {per_step} request(s) per step: {100 * ratio:.1f}% of the time per edit"
             )
             lines.append(line)
             print(line, flush=True)
@@ -277,9 +291,11 @@ def speed(args) -> None:
         "command": _command(),
         "model": args.model,
         "lines": lines,
+        "timings": {e: {str(k): v for k, v in t.items()} for e, t in timings.items()},
         "machine": _machine(),
     }
-    atomic_write_text(RESULTS / f"speed-{args.model}.json", json.dumps(record, indent=1))
+    out = Path(args.out) if args.out else RESULTS / f"speed-{args.model}.json"
+    atomic_write_text(out, json.dumps(record, indent=1))
 
 
 LEGACY_C0_TOKENS = 6144  # run files without the field were made before C0 moved to 512 x 48 tokens
@@ -382,6 +398,9 @@ def main() -> None:
     sp.add_argument("--editor-params", default=None)
     sp.add_argument("--batch", type=int, default=10)
     sp.add_argument("--steps", type=int, default=3)
+    sp.add_argument(
+        "--out", default=None, help="the JSON to write (default results/editors/speed-MODEL.json)"
+    )
     sub.add_parser("table")
     args = parser.parse_args()
     {"single": single, "stream": stream, "speed": speed, "table": table}[args.cmd](args)

@@ -42,3 +42,32 @@ def test_single_edits_start_from_the_pristine_model_and_batch_targets_like_one_a
     mean, half = summary["efficacy"]
     assert mean == pytest.approx(np.mean([r["efficacy"] for r in alone])) and half >= 0
     assert set(summary) == set(editors.SINGLE_METRICS)
+
+
+def test_speed_times_each_editor_in_one_run_and_states_the_ratio(tmp_path):
+    import argparse
+    import json
+
+    editors = _editors_module()
+    out = tmp_path / "speed.json"
+    args = argparse.Namespace(
+        editors=["alphaedit", "ridge"],
+        model="tiny",
+        data="facts",
+        editor_params=None,
+        batch=2,
+        steps=1,
+        out=str(out),
+    )
+    editors.speed(args)
+    record = json.loads(out.read_text())
+    timings = record["timings"]
+    assert set(timings) == {"alphaedit", "ridge"} and set(timings["ridge"]) == {"1", "2"}
+    for per_step in ("1", "2"):
+        ratio = (
+            timings["ridge"][per_step]["seconds_per_edit"]
+            / timings["alphaedit"][per_step]["seconds_per_edit"]
+        )
+        line = f"ridge / alphaedit, {per_step} request(s) per step: {100 * ratio:.1f}% of the time per edit"
+        assert line in record["lines"]
+        assert timings["alphaedit"][per_step]["passes_per_edit"] > 0

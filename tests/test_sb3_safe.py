@@ -113,3 +113,12 @@ def test_not_a_zip_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_sb3(tmp_path / "missing.zip", _env())
     assert not (tmp_path / "pwned").exists()
+
+
+def test_model_of_another_candidate_count_is_refused_naming_the_file(tmp_path):
+    env, _model, path = _save(tmp_path)
+    names = env.unwrapped.candidate_names[:3]
+    other = gym.make("LifelongEdit-Tiny-v0", action_type="mask", num_edits=3, candidates=names)
+    with pytest.raises(CheckpointError, match="does not fit this environment") as err:
+        load_sb3(path, other)
+    assert str(path) in str(err.value)
