@@ -560,7 +560,9 @@ stream (the run stopped at a write it rolled back) is counted under *faults* and
 means. **score** is the harmonic mean of the protocol's efficacy, generalization and specificity
 (teacher-forced: token efficacy, token generalization and specificity; in the wild: the three F1
 scores), and rows are sorted by it. *touched*: the share of candidate matrices written per step;
-*s / edit*: wall seconds of the env's steps per edit on the machine the run names. *rel./neigh.
+*s / edit*: wall seconds of the env's steps per edit on the machine the run names (a run that
+shared the machine with other jobs reads slower: compare speed with the one-run ratios of
+`results/editors/editors.md`; records since issue 21 also hold `cpu_seconds_per_edit`). *rel./neigh.
 spec* is relation specificity on KnowEdit CounterFact records (same subject, other relations) and
 neighbourhood specificity on the built-in facts. Rows whose editor is a one-step rule (`ridge`,
 `gradient`, `covariance`, `nullspace`, `topk`, `spectral`, `rledit:`) were recorded before the

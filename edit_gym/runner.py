@@ -74,15 +74,16 @@ def run_episode(
     checkpoints = {-(-r * steps // retention_points) for r in range(1, retention_points + 1)}
     retention: dict[str, list] = {"after_edit": [], "efficacy": []}
     curve: list[dict] = []
-    seconds = 0.0
+    seconds = cpu_seconds = 0.0
     terminated = False
     with tqdm(total=inner.num_steps, desc="editing", unit="step", disable=not progress, leave=False) as bar:
         while not terminated:
             action, _ = agent.predict(obs, deterministic=True)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             obs, reward, terminated, _, info = env.step(action)
             step_seconds = time.perf_counter() - start
             seconds += step_seconds
+            cpu_seconds += time.process_time() - cpu_start
             curve.append(
                 {
                     "edit_index": info["edit_index"],
@@ -133,6 +134,9 @@ def run_episode(
         / inner.cfg.edits_per_step,
         "touched_fraction": float(np.mean([c["layers_touched"] for c in curve])) / inner.num_candidates,
         "seconds_per_edit": seconds / max(edits, 1),
+        # CPU time of this process (all its threads): unlike the wall time, not inflated by other
+        # jobs sharing the machine or by a paused run
+        "cpu_seconds_per_edit": cpu_seconds / max(edits, 1),
         "evaluation_seconds": eval_seconds,  # wall time of the before / final evaluations
         "fault": info.get("fault", "") if curve else "",
         "candidate_names": list(inner.candidate_names),

@@ -117,6 +117,7 @@ def test_eval_writes_config_protocol_and_curve(tmp_path, capsys):
     assert result["seed"] == 3 and "timings" in result["protocol"] and len(result["curve"]) == 2
     assert result["curve"][-1]["edit_index"] == 4 and result["layers_touched_per_edit"] == pytest.approx(1.5)
     assert "fluency" not in result["final"] and result["seconds_per_edit"] > 0
+    assert 0 < result["cpu_seconds_per_edit"] <= 2 * result["seconds_per_edit"] * (os.cpu_count() or 1)
 
 
 def test_eval_loads_a_saved_sb3_model(tmp_path):
