@@ -21,6 +21,7 @@ edit, with its 95% interval; whichever row is better is what the table shows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ def run_demo(
 
     def evaluate(name: str, policy: str, file: str, before: dict | None, **extra: Any) -> dict:
         env = make(edits, run.eval_dataset, **extra)
-        try:  # retention_points=1: every edit's own final efficacy, for training_effect
+        try:  # per_edit: every edit's own final efficacy and specificity, for training_effect
             result = run_episode(
                 env,
                 resolve_agent(policy, env),
@@ -135,6 +136,7 @@ def run_demo(
                 before=before,
                 progress=progress_bar,
                 retention_points=1,
+                per_edit=True,
             )
         finally:
             env.close()
@@ -194,20 +196,25 @@ def run_demo(
     return run
 
 
-def training_effect(untrained: dict, trained: dict) -> tuple[float, float, int]:
-    """What training changed on the same stream: the mean over edits of (trained - untrained) final
-    efficacy of each edit, the half-width of its 95% t-interval, and the number of edits."""
+def training_effect(untrained: dict, trained: dict) -> dict[str, tuple[float, float, int]]:
+    """What training changed on the same stream, edit by edit: per score (``efficacy``,
+    ``specificity``: each edit's own final value, ``run_episode(per_edit=True)``), the mean over
+    edits of (trained - untrained), the half-width of its 95% t-interval and the number of edits
+    paired (an edit without locality prompts has no specificity and is left out of that one)."""
     from edit_gym.stats import interval
 
-    rows = [
-        r["retention"]["efficacy"][-1] if r["retention"]["efficacy"] else [] for r in (untrained, trained)
-    ]
-    if not rows[0] or len(rows[0]) != len(rows[1]):
-        raise ValueError(
-            "both runs need the per-edit final efficacy of the same stream (retention_points >= 1)"
-        )
-    mean, half = interval([b - a for a, b in zip(*rows, strict=True)])
-    return mean, half, len(rows[0])
+    rows = [r.get("final_per_edit") or {} for r in (untrained, trained)]
+    out = {}
+    for score in ("efficacy", "specificity"):
+        a, b = (r.get(score) or [] for r in rows)
+        if not a or len(a) != len(b):
+            raise ValueError(
+                f"both runs need the per-edit final {score} of the same stream (run_episode(per_edit=True))"
+            )
+        diffs = [y - x for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
+        mean, half = interval(diffs) if diffs else (float("nan"), float("nan"))
+        out[score] = (mean, half, len(diffs))
+    return out
 
 
 def shipped_for(model: str) -> list:

@@ -270,11 +270,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(comparison_table(run.rows))
     if run.trained:
-        mean, half, n = training_effect(run.rows[run.untrained], run.rows[run.trained])
-        print(
-            f"training effect ({run.trained} - {run.untrained}), final efficacy of each of the {n} edits: "
-            f"{100 * mean:+.1f} points, 95% interval +-{100 * half:.1f}"
+        effect = training_effect(run.rows[run.untrained], run.rows[run.trained])
+        cells = "; ".join(
+            f"{score} {100 * mean:+.1f} points, 95% interval +-{100 * half:.1f} ({n} edits)"
+            for score, (mean, half, n) in effect.items()
         )
+        print(f"training effect ({run.trained} - {run.untrained}), paired edit by edit: {cells}")
     return 0
 
 

@@ -843,6 +843,34 @@ class LifelongEditEnv(gym.Env):
             return []
         return accuracy(self.model, self._state.encoder, pairs, device=self._state.backbone.device)
 
+    def edit_specificities(self) -> list[float]:
+        """Per edit applied so far (stream order), the share of its own locality prompts on which
+        the current weights still give the pre-edit model's top-1 answer; ``nan`` for an edit
+        without locality prompts. The per-edit form of the ``specificity`` score, for paired
+        comparisons of two runs on the same stream."""
+        from edit_gym.editing.scores import drift
+
+        idx = self._applied()
+        probes = [
+            (n, (p.prompt, p.answer), ref)
+            for n, i in enumerate(idx)
+            for p, ref in zip(self._requests[i].neighbourhood, self._references[i], strict=True)
+        ]
+        if not probes:
+            return [float("nan")] * len(idx)
+        agree = drift(
+            self.model,
+            self._state.encoder,
+            [pair for _, pair, _ in probes],
+            [ref for _, _, ref in probes],
+            device=self._state.backbone.device,
+        )
+        sums, counts = np.zeros(len(idx)), np.zeros(len(idx))
+        for (n, _, _), (_, a) in zip(probes, agree, strict=True):
+            sums[n] += a
+            counts[n] += 1
+        return [float(s / c) if c else float("nan") for s, c in zip(sums, counts, strict=True)]
+
     def sample_outputs(self, count: int = 5, max_new_tokens: int = 8) -> list[dict[str, str]]:
         """Greedy outputs of the current weights on the first ``count`` prompts of the stream.
 

@@ -45,6 +45,7 @@ def run_episode(
     retention_points: int = 0,
     samples: int = 0,
     wild: bool = False,
+    per_edit: bool = False,
     options: dict | None = None,
 ) -> dict:
     """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not).
@@ -55,7 +56,9 @@ def run_episode(
     ``result["retention"]["efficacy"]`` holds edit i's efficacy after edit
     ``result["retention"]["after_edit"][r]``. ``samples=S`` records the greedy outputs on the
     first S prompts before and after the stream. ``wild=True`` adds the generation-based scores
-    (``wild_*``, :mod:`edit_gym.wild`) before and after. None of these changes the edits, only adds
+    (``wild_*``, :mod:`edit_gym.wild`) before and after. ``per_edit=True`` records each edit's own
+    final efficacy and specificity (``result["final_per_edit"]``, stream order), for paired
+    comparisons of two runs on the same stream. None of these changes the edits, only adds
     passes. ``options`` go to ``env.reset`` (e.g. ``{"stream": [...]}``, a fixed request order).
     """
     if retention_points < 0 or samples < 0:
@@ -104,6 +107,9 @@ def run_episode(
     start = time.perf_counter()
     final = inner.evaluate("edited", extended=extended, wild=wild)
     eval_seconds["final"] = time.perf_counter() - start
+    final_per_edit = (
+        {"efficacy": inner.edit_efficacies(), "specificity": inner.edit_specificities()} if per_edit else None
+    )
     edits = curve[-1]["edit_index"] if curve else 0
     outputs_after = inner.sample_outputs(samples) if samples else []
     sample_rows = [
@@ -138,6 +144,7 @@ def run_episode(
         # jobs sharing the machine or by a paused run
         "cpu_seconds_per_edit": cpu_seconds / max(edits, 1),
         "evaluation_seconds": eval_seconds,  # wall time of the before / final evaluations
+        **({"final_per_edit": final_per_edit} if final_per_edit is not None else {}),
         "fault": info.get("fault", "") if curve else "",
         "candidate_names": list(inner.candidate_names),
         # a named method's resolved hyper-parameters (the leaderboard never pools two sets)

@@ -272,21 +272,34 @@ def test_demo_runs_a_faithful_editor_on_its_own_band_and_states_the_training_eff
     probe.close()
     assert len(faithful["candidate_names"]) == 6 and faithful["touched_fraction"] == len(band) / 6
     assert faithful["before"] == untrained["before"]
-    per_edit = [r["retention"]["efficacy"][-1] for r in (untrained, trained)]
-    mean, _, n = training_effect(untrained, trained)
-    assert n == 3 and mean == pytest.approx(sum(b - a for a, b in zip(*per_edit, strict=True)) / 3)
-    assert f"{100 * mean:+.1f} points" in out
+    # each edit's own final efficacy is the last retention row's
+    assert untrained["final_per_edit"]["efficacy"] == untrained["retention"]["efficacy"][-1]
+    effect = training_effect(untrained, trained)
+    for score in ("efficacy", "specificity"):
+        per_edit = [r["final_per_edit"][score] for r in (untrained, trained)]
+        mean, _, n = effect[score]
+        assert n == 3 and mean == pytest.approx(sum(b - a for a, b in zip(*per_edit, strict=True)) / 3)
+        assert f"{score} {100 * mean:+.1f} points" in out
+    # the per-edit specificities average to the run's specificity (the tiny facts: 1 probe each)
+    assert sum(untrained["final_per_edit"]["specificity"]) / 3 == pytest.approx(
+        untrained["final"]["specificity"]
+    )
 
 
 def test_training_effect_is_the_paired_mean_with_its_interval():
     from agents.demo import training_effect
 
-    def run(per_edit):
-        return {"retention": {"after_edit": [len(per_edit)], "efficacy": [per_edit]}}
+    nan = float("nan")
 
-    mean, half, n = training_effect(run([0.0, 0.5, 1.0]), run([1.0, 0.5, 1.0]))
+    def run(efficacy, specificity):
+        return {"final_per_edit": {"efficacy": efficacy, "specificity": specificity}}
+
+    effect = training_effect(run([0.0, 0.5, 1.0], [1.0, nan, 0.5]), run([1.0, 0.5, 1.0], [0.5, 1.0, 0.5]))
+    mean, half, n = effect["efficacy"]
     assert (n, mean) == (3, pytest.approx(1 / 3)) and half == pytest.approx(
         4.303 * (1 / 3) ** 0.5 / 3**0.5, rel=1e-3
     )
+    mean, half, n = effect["specificity"]  # the edit without locality prompts is left out
+    assert (n, mean) == (2, pytest.approx(-0.25)) and half == pytest.approx(12.706 * 0.25, rel=1e-3)
     with pytest.raises(ValueError, match="per-edit final efficacy"):
-        training_effect(run([0.0]), {"retention": {"after_edit": [], "efficacy": []}})
+        training_effect(run([0.0], [1.0]), {"final_per_edit": {}})
