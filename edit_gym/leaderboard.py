@@ -341,12 +341,15 @@ def _row(label: str, runs: list[Run], protocol: str) -> Row | None:
 
 
 def _before_row(members: dict[str, list[Run]], protocol: str) -> Row | None:
-    """The unedited model's scores on the group's streams: one value per seed (the first run that
-    recorded it), so each stream order counts once."""
+    """The unedited model's scores on the group's streams: one value per seed, so each stream
+    order counts once (of the runs that recorded it, the one with the most scores: older runs
+    lack the probability and generation-based ones; ties go to the first)."""
     per_seed: dict[int, Run] = {}
     for runs in members.values():
         for run in runs:
-            if run.before and run.seed not in per_seed:
+            if run.before and len(run.before) > len(
+                per_seed[run.seed].before if run.seed in per_seed else {}
+            ):
                 per_seed[run.seed] = run
     unedited = [
         Run(r.path, r.model, r.data, r.length, "unedited", "-", seed, "", r.before, 0.0, 0.0)

@@ -157,3 +157,16 @@ def test_recorded_before_reuses_only_the_same_stream(tmp_path):
     assert leaderboard.recorded_before(runs, cfg, 0, needs=("wild_efficacy_f1",)) == (None, None)
     assert leaderboard.recorded_before(runs, {**cfg, "known_only": True}, 0) == (None, None)
     assert leaderboard.recorded_before(tmp_path / "nowhere", cfg, 0) == (None, None)
+
+
+def test_the_unedited_row_takes_each_seeds_fullest_pre_edit_scores(tmp_path):
+    runs = tmp_path / "runs"
+    old = _run("alphaedit", 0, 0.5, 0.5, 0.5)  # rows and their runs are read in name order
+    old["before"] = {"efficacy": 0.1, "generalization": 0.1, "specificity": 1.0}
+    new = _run("memit", 0, 0.9, 0.6, 0.8)  # a later run that also scored the probabilities
+    new["before"] = {**old["before"], "efficacy_score": 0.3}
+    for run in (old, new):
+        leaderboard.record_run(run, runs)
+    (table,) = leaderboard.tables(leaderboard.load_runs(runs))
+    assert table.before.cells["efficacy_score"][0] == pytest.approx(0.3)
+    assert table.before.seeds == [0]
