@@ -65,3 +65,14 @@ def tensorboard_tags(folder) -> dict[str, set[str]]:
     for tags in mux.PluginRunToTagToContent("hparams").values():
         out.setdefault("hparams", set()).update(tags)
     return out
+
+
+def benchmark_module(name: str):
+    """A script of ``benchmarks/`` imported as a module (the folder is not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.conftest import weights_hash
+from tests.conftest import benchmark_module, weights_hash
 
 
 def _editors_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "editors.py"
-    spec = importlib.util.spec_from_file_location("editors_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("editors")
 
 
 def test_single_edits_start_from_the_pristine_model_and_batch_targets_like_one_at_a_time():

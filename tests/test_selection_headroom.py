@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.conftest import weights_hash
+from tests.conftest import benchmark_module, weights_hash
 
 
 def _module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "selection_headroom.py"
-    spec = importlib.util.spec_from_file_location("selection_headroom", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("selection_headroom")
 
 
 def _env():
