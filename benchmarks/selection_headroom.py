@@ -14,7 +14,8 @@ history.
 
 Families (candidates ``C`` at or below the target block, ``B`` the band, ``top`` its last):
 ``band``; ``all`` (every one of ``C``); ``window:k`` (the contiguous run of ``C`` from the k-th
-to ``top``); ``single:j``; ``random:r`` (``len(B)`` of ``C`` drawn with the benchmark's seed).
+to ``top``); ``single:j``; ``random:r`` (``len(B)`` of ``C`` drawn with the benchmark's seed); a selection
+met twice keeps its first name.
 Writes ``results/hiedit/headroom-MODEL-EDITOR-EDITS.json`` and a Markdown table beside it.
 """
 
@@ -42,15 +43,17 @@ def selection_family(env, num_random: int, rng: np.random.Generator) -> dict[str
     band = method.order(method.band())
     top = method.ctx.block_index[band[-1]]
     below = method.order([j for j in range(env.unwrapped.num_candidates) if method.ctx.block_index[j] <= top])
-    family = {"band": band, "all": below}
-    for k in range(len(below)):
-        family[f"window:{below[k]}"] = below[k:]
-    for j in below:
-        family[f"single:{j}"] = [j]
+    named = [("band", band), ("all", below)]
+    named += [(f"window:{below[k]}", below[k:]) for k in range(len(below))]
+    named += [(f"single:{j}", [j]) for j in below]
     for r in range(num_random):
-        family[f"random:{r}"] = method.order(
-            rng.choice(below, size=min(len(band), len(below)), replace=False)
-        )
+        pick = rng.choice(below, size=min(len(band), len(below)), replace=False)
+        named.append((f"random:{r}", method.order(pick)))
+    family: dict[str, list[int]] = {}
+    for name, sel in named:  # a selection met twice keeps its first name
+        sel = [int(j) for j in sel]
+        if sel not in family.values():
+            family[name] = sel
     return family
 
 
@@ -59,7 +62,7 @@ def step_outcomes(env, family: dict[str, list[int]]) -> tuple[dict[str, dict], d
     (the band's plan), scored and rolled back; then the env steps with the band, on that plan.
 
     Returns the per-selection outcomes (``reward``, ``efficacy``, ``specificity``, ``edit_loss``,
-    ``kl``, ``touched``) and the env's step ``info``. Weights and the method's state after the call
+    ``kl``, ``touched``) and the env's step ``info`` with the step's ``reward``. Weights and the method's state after the call
     are those of an ordinary band step.
     """
     from edit_gym.actions import encode_action
@@ -101,10 +104,10 @@ def step_outcomes(env, family: dict[str, list[int]]) -> tuple[dict[str, dict], d
     action = encode_action(mask, np.zeros(inner.num_candidates), cfg.action_type, cfg.coef_levels)
     method.plan = lambda _reqs, _sel: plan  # the band's step reuses this step's target
     try:
-        _, _, _, _, info = env.step(action)
+        _, reward, _, _, info = env.step(action)
     finally:
         del method.plan
-    return outcomes, info
+    return outcomes, {**info, "reward": float(reward)}
 
 
 def summarize(steps: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
