@@ -49,11 +49,17 @@ def test_optimized_target_reaches_the_target_token(memit_env):
     target = optimize_target(u.model, m.ctx.blocks, 0, sites, m.params)
     assert not target.fault
     converged = [i for i, nll in enumerate(target.nll) if nll < m.params["early_stop_nll"]]
-    assert len(converged) >= 3, target.nll  # block 0 of the tiny model: ~75% of requests
+    # how many reach the early stop within the step budget depends on the tiny model's build (its
+    # training is seeded, not bit-reproducible across machines: 2-4 of these 6 on block 0); every
+    # request ends far below its one-step value (NLL 5-14 -> below 1)
+    assert converged, target.nll
+    assert all(t < min(1.0, b / 5) for t, b in zip(target.nll, before.nll, strict=True)), (
+        target.nll,
+        before.nll,
+    )
     # a request leaves the optimization only when it has converged; one may converge on the last step
     stopped_early = [i for i, s in enumerate(target.steps) if s < m.params["v_num_grad_steps"] - 1]
     assert stopped_early and set(stopped_early) <= set(converged), (target.steps, target.nll)
-    assert all(t < b for t, b in zip(target.nll, before.nll, strict=True))
     # with delta at the site, the model's top-1 answer on each converged plain prompt is the target
     block = m.ctx.blocks[0]
     plains = sites.plain[converged]
