@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -92,7 +93,7 @@ def step_outcomes(env, family: dict[str, list[int]]) -> tuple[dict[str, dict], d
             continue
         frac = len(sel) / inner.num_candidates
         outcomes[name] = {
-            "reward": -m["edit_loss_after"] - cfg.w_loc * m["kl"] - cfg.w_sparse * frac,
+            "reward": sum(inner._reward_terms(m, frac).values()),
             "efficacy": m["efficacy"],
             "specificity": m["specificity"],
             "edit_loss": m["edit_loss_after"],
@@ -110,6 +111,11 @@ def step_outcomes(env, family: dict[str, list[int]]) -> tuple[dict[str, dict], d
     return outcomes, {**info, "reward": float(reward)}
 
 
+def best_selection(outcomes: dict[str, dict]) -> str:
+    """The name of the step's best selection by reward (faulted ones left out)."""
+    return max((n for n in outcomes if "fault" not in outcomes[n]), key=lambda n: outcomes[n]["reward"])
+
+
 def summarize(steps: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
     """Per selection (and the per-step ``oracle``, best by reward), the per-step differences from
     the band in reward, efficacy and specificity (points of the env's 0-1 scores), and touched."""
@@ -117,7 +123,7 @@ def summarize(steps: list[dict[str, dict]]) -> dict[str, dict[str, list[float]]]
     for outcomes in steps:
         band = outcomes["band"]
         ok = {n: o for n, o in outcomes.items() if "fault" not in o}
-        best = max(ok, key=lambda n: ok[n]["reward"])
+        best = best_selection(outcomes)
         named = {**ok, "oracle": ok[best]}
         for name, o in named.items():
             row = rows.setdefault(name, {"reward": [], "efficacy": [], "specificity": [], "touched": []})
@@ -169,6 +175,7 @@ def main() -> None:
 
     from edit_gym.cache import atomic_write_text
     from edit_gym.env import LifelongEditEnv
+    from edit_gym.leaderboard import data_name
 
     steps, per_seed, start = [], {}, time.perf_counter()
     for seed in args.seeds:
@@ -187,9 +194,7 @@ def main() -> None:
         for t in range(env.num_steps):
             outcomes, info = step_outcomes(env, selection_family(env, args.random, rng))
             seed_steps.append(outcomes)
-            best = max(
-                (n for n in outcomes if "fault" not in outcomes[n]), key=lambda n: outcomes[n]["reward"]
-            )
+            best = best_selection(outcomes)
             print(
                 f"seed {seed} step {t}: band reward {outcomes['band']['reward']:.3f}, best {best} "
                 f"{outcomes[best]['reward']:.3f}; env step reward {info['reward']:.3f}",
@@ -209,14 +214,14 @@ def main() -> None:
         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "editor": args.editor,
         "model": args.model,
-        "data": Path(args.data).stem if args.data != "facts" else "facts",
+        "data": data_name(args.data),
         "edits": args.edits,
         "edits_per_step": args.edits_per_step,
         "seeds": args.seeds,
         "steps": {str(s): v for s, v in per_seed.items()},
         "summary": rows,
         "wall_seconds": time.perf_counter() - start,
-        "machine": f"{platform.platform()}, {__import__('os').cpu_count()} CPU cores",
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores",
     }
     atomic_write_text(out, json.dumps(record, indent=1))
     md = [

@@ -547,11 +547,7 @@ class LifelongEditEnv(gym.Env):
                 self._rule.record(j, cap.keys[j])
         self._record_edit(selected, mask, coef, metrics)
         touched = len(selected) / self.num_candidates
-        terms = {
-            "reward_edit": -metrics["edit_loss_after"],
-            "reward_locality": -self.cfg.w_loc * metrics["kl"],
-            "reward_sparsity": -self.cfg.w_sparse * touched,
-        }
+        terms = self._reward_terms(metrics, touched)
         if all_metrics is not None:
             own = terms["reward_edit"] + terms["reward_locality"]
             everyone = -all_metrics["edit_loss_after"] - self.cfg.w_loc * all_metrics["kl"]
@@ -589,6 +585,14 @@ class LifelongEditEnv(gym.Env):
             self._cap = self._capture(self._t)
         self._last = {"reward": reward, "mask": mask, "coef": coef, "scales": scales, **info}
         return self._observation(), reward, terminated, False, info
+
+    def _reward_terms(self, metrics: dict, touched: float) -> dict[str, float]:
+        """The plain reward's terms for post-edit ``metrics`` and the fraction of candidates touched."""
+        return {
+            "reward_edit": -metrics["edit_loss_after"],
+            "reward_locality": -self.cfg.w_loc * metrics["kl"],
+            "reward_sparsity": -self.cfg.w_sparse * touched,
+        }
 
     def _rule_write(self, mask: np.ndarray, coef: np.ndarray):
         """A one-step rule: each selected candidate's unit update, scaled by the action, added."""

@@ -107,10 +107,14 @@ def run_episode(
     start = time.perf_counter()
     final = inner.evaluate("edited", extended=extended, wild=wild)
     eval_seconds["final"] = time.perf_counter() - start
-    final_per_edit = (
-        {"efficacy": inner.edit_efficacies(), "specificity": inner.edit_specificities()} if per_edit else None
-    )
     edits = curve[-1]["edit_index"] if curve else 0
+    final_per_edit = None
+    if per_edit:  # a retention row taken after the last edit already holds the final efficacies
+        after_last = retention["after_edit"] and retention["after_edit"][-1] == edits
+        final_per_edit = {
+            "efficacy": retention["efficacy"][-1] if after_last else inner.edit_efficacies(),
+            "specificity": inner.edit_specificities(),
+        }
     outputs_after = inner.sample_outputs(samples) if samples else []
     sample_rows = [
         {
