@@ -771,7 +771,7 @@ class LifelongEditEnv(gym.Env):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
-        self, which: str = "edited", *, extended: bool = False, wild: bool = False
+        self, which: str = "edited", *, extended: bool = False, wild: bool = False, progress: bool = False
     ) -> dict[str, float]:
         """Scores of the current weights on the episode's requests (see :mod:`edit_gym.evaluation`).
 
@@ -782,7 +782,8 @@ class LifelongEditEnv(gym.Env):
         ``wild=True`` adds the generation-based protocol (:mod:`edit_gym.wild`, ``wild_*`` keys):
         greedy answers to the edit prompts, paraphrases and neighbourhood prompts, scored by exact
         match and token F1 against the target (neighbourhood: against the pre-edit model's own
-        answers, generated once on pristine weights).
+        answers, generated once on pristine weights). ``progress``: progress bars over the
+        generation passes of that protocol (minutes on long streams).
         """
         from edit_gym.evaluation import fluency, perplexity, score_requests
 
@@ -799,10 +800,10 @@ class LifelongEditEnv(gym.Env):
             out["fluency"] = fluency(self.model, tok, [r.prompt for r in reqs[:32]], device)
             out["perplexity"] = perplexity(self.model, self._heldout_samples(), device)
         if wild:
-            out.update(self._wild_scores(idx))
+            out.update(self._wild_scores(idx, progress))
         return out
 
-    def _wild_scores(self, idx: list[int]) -> dict[str, float]:
+    def _wild_scores(self, idx: list[int], progress: bool = False) -> dict[str, float]:
         from edit_gym.wild import reference_generations, wild_scores
 
         reqs = [self._requests[i] for i in idx]
@@ -813,7 +814,11 @@ class LifelongEditEnv(gym.Env):
         if missing:
             with self._state.at_pristine():
                 cache.update(
-                    zip(missing, reference_generations(self.model, tok, missing, device), strict=True)
+                    zip(
+                        missing,
+                        reference_generations(self.model, tok, missing, device, progress=progress),
+                        strict=True,
+                    )
                 )
         para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
         return wild_scores(
@@ -828,6 +833,7 @@ class LifelongEditEnv(gym.Env):
             locality_references=[cache[p] for p in probes],
             # before any edit the model's answers are the references (no second generation pass)
             locality_answers=[cache[p] for p in probes] if self._t == 0 else None,
+            progress=progress,
         )
 
     def _applied(self) -> list[int]:

@@ -70,7 +70,7 @@ def run_episode(
     eval_seconds: dict[str, float] = {}
     if before is None:
         start = time.perf_counter()
-        before = inner.evaluate("stream", extended=extended, wild=wild)
+        before = inner.evaluate("stream", extended=extended, wild=wild, progress=progress)
         eval_seconds["before"] = time.perf_counter() - start
     outputs_before = inner.sample_outputs(samples) if samples else []
     steps = inner.num_steps
@@ -105,7 +105,7 @@ def run_episode(
             if info.get("fault"):
                 break
     start = time.perf_counter()
-    final = inner.evaluate("edited", extended=extended, wild=wild)
+    final = inner.evaluate("edited", extended=extended, wild=wild, progress=progress)
     eval_seconds["final"] = time.perf_counter() - start
     edits = curve[-1]["edit_index"] if curve else 0
     final_per_edit = None

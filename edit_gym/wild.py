@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = [
     "WILD_PROTOCOL",
@@ -152,6 +153,7 @@ def generate_answers(
     max_new_tokens: int = 16,
     batch_size: int = 32,
     early_stop: bool = True,
+    progress: str = "",
 ) -> list[str]:
     """Greedy answers of ``model`` to ``prompts``, each cut by :func:`natural_stop`.
 
@@ -162,7 +164,8 @@ def generate_answers(
     pad tokens); the answers come back in the order of ``prompts``. The tokenizer's
     ``padding_side`` (and its pad token, borrowed from EOS when it has none) is restored
     afterwards. ``early_stop``: a sequence stops as soon as its answer is :func:`settled` (the
-    same answers, fewer decoding steps).
+    same answers, fewer decoding steps). ``progress``: a label; when given, a progress bar over
+    the prompts under that label (long evaluations generate for many minutes).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -182,6 +185,7 @@ def generate_answers(
             tokenizer.pad_token = tokenizer.eos_token
         lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+        bar = tqdm(total=len(prompts), desc=progress, unit="prompt", disable=not progress, leave=False)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             enc = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(device)
@@ -203,6 +207,8 @@ def generate_answers(
             for i, ids in zip(chunk, new, strict=True):
                 cut = next((k for k, t in enumerate(ids) if t in eos), len(ids))
                 answers[i] = natural_stop(tokenizer.decode(ids[:cut], skip_special_tokens=True))
+            bar.update(len(chunk))
+        bar.close()
     finally:
         tokenizer.padding_side = side
         if tokenizer.pad_token != pad_token:
@@ -211,14 +217,20 @@ def generate_answers(
 
 
 def reference_generations(
-    model, tokenizer, prompts: list[str], device: torch.device | str, max_new_tokens: int = 16
+    model,
+    tokenizer,
+    prompts: list[str],
+    device: torch.device | str,
+    max_new_tokens: int = 16,
+    progress: bool = False,
 ) -> list[str]:
     """The pre-edit model's own answers to the locality prompts (:func:`generate_answers`).
 
     Call it before any edit; :func:`wild_scores` compares the edited model's answers with these
     (``locality_references``) for the specificity scores.
     """
-    return generate_answers(model, tokenizer, prompts, device, max_new_tokens=max_new_tokens)
+    label = "wild: pre-edit answers" if progress else ""
+    return generate_answers(model, tokenizer, prompts, device, max_new_tokens=max_new_tokens, progress=label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +313,7 @@ def wild_scores(
     locality_references: list[str],
     max_new_tokens: int = 16,
     locality_answers: list[str] | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Generation-based efficacy, generalization and specificity of an (edited) model.
 
@@ -312,6 +325,7 @@ def wild_scores(
     (``wild_specificity_*``). A group whose prompt list is empty is left out of the result.
     ``locality_answers``: the model's answers to ``locality_prompts`` when they are already known
     (on the unedited model they are the references themselves), so they are not generated again.
+    ``progress``: a progress bar per group.
     """
     groups = [
         ("efficacy", edit_prompts, targets, "targets"),
@@ -330,7 +344,10 @@ def wild_scores(
         if name == "specificity" and locality_answers is not None:
             answers = list(locality_answers)
         else:
-            answers = generate_answers(model, tokenizer, list(prompts), device, max_new_tokens=max_new_tokens)
+            label = f"wild: {name}" if progress else ""
+            answers = generate_answers(
+                model, tokenizer, list(prompts), device, max_new_tokens=max_new_tokens, progress=label
+            )
         em, f1 = _scores(answers, refs)
         out[f"wild_{name}_em"] = em
         out[f"wild_{name}_f1"] = f1

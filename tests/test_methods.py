@@ -326,6 +326,7 @@ def test_generation_scores_in_evaluate():
         after
     )
     assert all(0.0 <= after[k] <= 1.0 for k in after if k.startswith("wild_"))
+    assert u.evaluate("edited", wild=True, progress=True) == after  # the bars change no score
 
 
 def test_legacy_editor_names():

@@ -96,7 +96,7 @@ def test_wild_scores_on_stubbed_generation(monkeypatch):
     }
     calls = []
 
-    def fake(model, tokenizer, prompts, device, *, max_new_tokens=16, batch_size=32):
+    def fake(model, tokenizer, prompts, device, *, max_new_tokens=16, batch_size=32, progress=""):
         calls.append((list(prompts), max_new_tokens))
         return [answers[p] for p in prompts]
 
@@ -282,7 +282,7 @@ def test_known_locality_answers_are_not_generated_again(monkeypatch):
     ``locality_answers`` they are scored as they are (specificity 1) and not generated again."""
     calls = []
 
-    def fake(model, tokenizer, prompts, device, *, max_new_tokens=16, batch_size=32):
+    def fake(model, tokenizer, prompts, device, *, max_new_tokens=16, batch_size=32, progress=""):
         calls.append(list(prompts))
         return ["Paris" for _ in prompts]
 
@@ -362,3 +362,21 @@ def test_early_stop_gives_the_same_answers_on_smollm2():
     prompts = [r.prompt for r in reqs] + [p for r in reqs for p in r.paraphrases][:12]
     args = (backbone.model, backbone.tokenizer, prompts, backbone.device)
     assert generate_answers(*args) == generate_answers(*args, early_stop=False)
+
+
+def test_progress_bar_names_its_pass_and_changes_no_answer(tiny, requests, capsys):
+    prompts = _mixed_prompts(requests)
+    quiet = generate_answers(tiny.model, tiny.tokenizer, prompts, tiny.device, max_new_tokens=6)
+    assert "wild: efficacy" not in capsys.readouterr().err
+    shown = generate_answers(
+        tiny.model,
+        tiny.tokenizer,
+        prompts,
+        tiny.device,
+        max_new_tokens=6,
+        batch_size=4,
+        progress="wild: efficacy",
+    )
+    err = capsys.readouterr().err
+    assert shown == quiet
+    assert "wild: efficacy" in err and f"0/{len(prompts)} " in err  # counts prompts (redraws are throttled)
