@@ -146,6 +146,13 @@ BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # L2 = 1: 100 / 97.3 / 59.0 / 16.4.
         # L2 = 3 is the largest of these that makes a single edit stick (the bar).
         # Null space 5% at L2 = 10 (12 records): 100 / 20.3 rel. spec (i.e. MEMIT's).
+        # Long streams (`benchmarks/alphaedit_capacity.py`, results/editors/alphaedit_capacity-
+        # smollm2-135m.md): a 2%-energy null space keeps only 152-183 of 1,536 directions per band
+        # layer, and the 839 keys of a stream crowd it: at L2 = 3 the band delivers 80% of a
+        # residual at the first step and 40% at edit 839 (the 839-edit stream's immediate efficacy
+        # fell from 0.94 to 0.1); 10% energy at L2 = 10 (534-604 directions) delivers 82% -> 67%
+        # with 2/3 of the ordinary-text leak. Its 839-edit stream is the check still owed before
+        # it becomes the default here.
         "alphaedit": {"L2": 3.0},
     },
     # the tiny model (6 blocks, trained on the facts alone) routes a subject only through block 0:
