@@ -151,8 +151,12 @@ BACKBONE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         # layer, and the 839 keys of a stream crowd it: at L2 = 3 the band delivers 80% of a
         # residual at the first step and 40% at edit 839 (the 839-edit stream's immediate efficacy
         # fell from 0.94 to 0.1); 10% energy at L2 = 10 (534-604 directions) delivers 82% -> 67%
-        # with 2/3 of the ordinary-text leak. Its 839-edit stream is the check still owed before
-        # it becomes the default here.
+        # with 2/3 of the ordinary-text leak. Its stream (`benchmarks/editors.py stream --editors
+        # alphaedit --edits 839 --seeds 0 --editor-params '{"nullspace_value": 0.1, "L2": 10.0}'
+        # --tag ns0.1-l2-10`), stopped after 440 edits: immediate efficacy 0.96 / 0.93 / 0.88 /
+        # 0.77 over edits 1-50 / 201-250 / 301-350 / 401-440 against this default's 0.94 / 0.64 /
+        # 0.46 / 0.33 on the same requests. The full run with its final evaluation (perplexity,
+        # specificity, both protocols) is the check still owed before it becomes the default here.
         "alphaedit": {"L2": 3.0},
     },
     # the tiny model (6 blocks, trained on the facts alone) routes a subject only through block 0:
