@@ -74,7 +74,7 @@ def stream_keys(env, layers: list[int], steps: list[list[int]]) -> dict[int, lis
         sites = build_sites(env.encoder, [env.requests[i] for i in idx], templates, env.device)
         keys, _ = read_sites(env.model, sites, modules, top)
         for j, k in zip(layers, keys, strict=True):
-            out[j].append(k.double().cpu())
+            out[j].append(k.cpu())
     return out
 
 
@@ -86,7 +86,7 @@ def ordinary_keys(env, layers: list[int]) -> dict[int, torch.Tensor]:
 
     def hook(j: int):
         def fn(_m, args, _out):
-            rows[j].append(args[0].reshape(-1, args[0].shape[-1]).double().cpu())
+            rows[j].append(args[0].reshape(-1, args[0].shape[-1]).float().cpu())
 
         return fn
 
@@ -102,26 +102,25 @@ def ordinary_keys(env, layers: list[int]) -> dict[int, torch.Tensor]:
 def replay(
     c0: torch.Tensor, step_keys: list[torch.Tensor], k_ord: torch.Tensor, rule: str, value: float, l2: float
 ) -> dict:
-    """One layer's write share and leaks along the stream (module doc)."""
-    from edit_gym.editing.write import nullspace_projector
+    """One layer's write share and leaks along the stream (module doc), through the env's own writer."""
+    from edit_gym.editing.write import AlphaEditWriter
 
-    p = nullspace_projector(c0, rule, value).double()
-    d = p.shape[0]
-    gram = torch.zeros(d, d, dtype=torch.float64)
-    old: list[torch.Tensor] = []
+    writer = AlphaEditWriter(lambda: [c0.float()], l2, rule, value, "penalty")
+    k_ord = k_ord.float()
+    old: torch.Tensor | None = None
     shares, leak, old_leak = [], 0.0, 0.0
     for k in step_keys:
-        lhs = p @ (k.T @ k + gram)
-        lhs.diagonal().add_(l2)
-        x = torch.linalg.solve(lhs, p @ k.T)  # d x n: the change per unit residual of each key
+        k = k.float()
+        # the write of a unit residual per key: X (d x n) maps a residual to the weight change
+        x = writer.solve(0, k, torch.eye(len(k))).matrix().T
         shares.append(float((k @ x).diagonal().mean()))
         leak += float((k_ord @ x).pow(2).sum() / k_ord.shape[0])
-        if old:
-            prev = torch.cat(old)
-            old_leak += float((prev @ x).pow(2).sum() / prev.shape[0])
-        gram += k.T @ k
-        old.append(k)
-    return {"dim": round(float(p.diagonal().sum())), "shares": shares, "leak": leak, "old_leak": old_leak}
+        if old is not None:
+            old_leak += float((old @ x).pow(2).sum() / old.shape[0])
+        writer.record(0, k)
+        old = k if old is None else torch.cat([old, k])
+    dim = round(float(writer.projector(0).diagonal().sum()))
+    return {"dim": dim, "shares": shares, "leak": leak, "old_leak": old_leak}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for rule, value, l2 in configs:
         for j in band:
-            r = replay(cov[j].double().cpu(), keys[j], k_ord[j], rule, value, l2)
+            r = replay(cov[j].cpu(), keys[j], k_ord[j], rule, value, l2)
             rows.append({"rule": rule, "value": value, "L2": l2, "candidate": env.candidate_names[j], **r})
             print(
                 f"{rule} {value} L2 {l2} {env.candidate_names[j]}: dim {r['dim']}, "
