@@ -45,6 +45,7 @@ from edit_gym.editing.scores import (
 )
 from edit_gym.editing.scores import references as compute_references
 from edit_gym.editing.spreading import shares
+from edit_gym.pristine_store import PristineStore, model_fingerprint
 from edit_gym.render import render_ansi, render_mask_heatmap
 from edit_gym.tokens import EmptyAnswerError, PairEncoder
 
@@ -81,6 +82,8 @@ class _SharedBase:
         self.modules: dict[str, torch.nn.Module] = {}  # candidate name -> its module, for every env's names
         self.backup: dict[str, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
         self.covariance: dict[tuple[str, ...], list[torch.Tensor]] = {}
+        # the pristine model's answers to locality probes, on disk across runs (fingerprinted at load)
+        self.pristine_store = PristineStore(self.backbone.name, model_fingerprint(self.backbone.model))
         self.active: weakref.ref | None = None  # the _ModelState whose weights are in the model
 
 
@@ -389,7 +392,12 @@ class LifelongEditEnv(gym.Env):
         if not pairs:
             self._references.update({i: [] for i in missing})
             return
-        refs = compute_references(self.model, self._state.encoder, pairs, device=self._state.backbone.device)
+        refs = self._state.base.pristine_store.references(
+            pairs,
+            lambda todo: compute_references(
+                self.model, self._state.encoder, todo, device=self._state.backbone.device
+            ),
+        )
         at = 0
         for i in missing:
             n = len(self._requests[i].neighbourhood)
@@ -804,22 +812,21 @@ class LifelongEditEnv(gym.Env):
         return out
 
     def _wild_scores(self, idx: list[int], progress: bool = False) -> dict[str, float]:
-        from edit_gym.wild import reference_generations, wild_scores
+        from edit_gym.wild import MAX_NEW_TOKENS, reference_generations, wild_scores
 
         reqs = [self._requests[i] for i in idx]
         probes = [p.prompt for r in reqs for p in r.neighbourhood]
         cache = self.__dict__.setdefault("_wild_references", {})
         missing = sorted({p for p in probes if p not in cache})
         tok, device = self._state.backbone.tokenizer, self._state.backbone.device
-        if missing:
+
+        def generate(prompts: list[str]) -> list[str]:
             with self._state.at_pristine():
-                cache.update(
-                    zip(
-                        missing,
-                        reference_generations(self.model, tok, missing, device, progress=progress),
-                        strict=True,
-                    )
-                )
+                return reference_generations(self.model, tok, prompts, device, MAX_NEW_TOKENS, progress)
+
+        if missing:
+            found = self._state.base.pristine_store.generations(missing, generate, MAX_NEW_TOKENS)
+            cache.update(zip(missing, found, strict=True))
         para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
         return wild_scores(
             self.model,

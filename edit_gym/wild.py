@@ -45,6 +45,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 # A run of sentence-final marks followed by whitespace or the end of the text.
+MAX_NEW_TOKENS = 16  # the answer cap of every generation (an answer is a few words)
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 # Letters directly before a position (the word a '.' closes).
 _WORD_BEFORE = re.compile(r"[A-Za-z]+$")
@@ -150,7 +151,7 @@ def generate_answers(
     prompts: list[str],
     device: torch.device | str,
     *,
-    max_new_tokens: int = 16,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 32,
     early_stop: bool = True,
     progress: str = "",
@@ -221,7 +222,7 @@ def reference_generations(
     tokenizer,
     prompts: list[str],
     device: torch.device | str,
-    max_new_tokens: int = 16,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     progress: bool = False,
 ) -> list[str]:
     """The pre-edit model's own answers to the locality prompts (:func:`generate_answers`).
@@ -311,7 +312,7 @@ def wild_scores(
     paraphrase_targets: list[str],
     locality_prompts: list[str],
     locality_references: list[str],
-    max_new_tokens: int = 16,
+    max_new_tokens: int = MAX_NEW_TOKENS,
     locality_answers: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
