@@ -629,10 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild docs/results.md (and the README headline) from the recorded runs; add runs",
         description="With no arguments: rewrite the leaderboard page from the run records under "
         "results/runs/, byte for byte. `add FILE ...`: check result files (from eval --json) and "
-        "record them first.",
+        "record them first. `retag EDITOR TAG --where JSON`: file the runs of EDITOR whose recorded "
+        "hyper-parameters match JSON under 'EDITOR (TAG)' (when an editor's defaults change).",
     )
-    lb.add_argument("action", nargs="?", choices=["build", "add"], default="build")
-    lb.add_argument("files", nargs="*", help="result files for `add`")
+    lb.add_argument("action", nargs="?", choices=["build", "add", "retag"], default="build")
+    lb.add_argument("files", nargs="*", help="result files for `add`; EDITOR TAG for `retag`")
+    lb.add_argument("--where", help="retag: the hyper-parameters of the runs to retag, e.g. '{\"L2\": 3.0}'")
     lb.add_argument("--results", default="results", help="results folder (default: %(default)s)")
     lb.add_argument("--page", default="docs/results.md", help="the page to write (default: %(default)s)")
     lb.add_argument("--readme", default="README.md", help="README whose headline block is updated")
@@ -739,6 +741,19 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             raise ValueError("leaderboard add needs the result files to add (from edit-gym eval --json)")
         for path in leaderboard.add(args.files, runs):
             print(f"recorded {path}")
+    elif args.action == "retag":
+        if len(args.files) != 2 or not args.where:
+            raise ValueError("usage: edit-gym leaderboard retag EDITOR TAG --where JSON")
+        try:
+            where = json.loads(args.where)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--where is not JSON: {err}") from None
+        if not isinstance(where, dict):
+            raise ValueError("--where must be a JSON object of hyper-parameters")
+        moved = leaderboard.retag(runs, args.files[0], args.files[1], where)
+        for old, new in moved:
+            print(f"{old} -> {new}")
+        print(f"retagged {len(moved)} run(s)")
     elif args.files:
         raise ValueError(f"unexpected files {args.files}: did you mean `edit-gym leaderboard add FILE ...`?")
     changed = leaderboard.build(

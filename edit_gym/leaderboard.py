@@ -721,3 +721,40 @@ def add(files: list[str | Path], runs_dir: str | Path = "results/runs") -> list[
             raise ValueError(f"{str(f)!r} is not a stream run record: {err}") from None
         loaded.append(result)
     return [record_run(result, runs_dir) for result in loaded]
+
+
+def retag(runs_dir: str | Path, editor: str, tag: str, where: dict) -> list[tuple[Path, Path]]:
+    """File the runs of ``editor`` whose recorded hyper-parameters match ``where`` under
+    ``"EDITOR (TAG)"``, e.g. when the editor's defaults change and its older runs must stay on
+    record under a name that says what they ran. Each record is written under its new name
+    (checksummed) before the old file goes, keeping ``recorded_editor``; nothing is dropped.
+    Returns the (old, new) paths."""
+    if not where:
+        raise ValueError("retag needs --where: the hyper-parameters that pick the runs to retag")
+    if not tag or not tag.strip():
+        raise ValueError("retag needs a non-empty tag")
+    root = Path(runs_dir)
+    moves = []
+    for path in sorted(root.rglob("*.json")):
+        result = load_result(path)  # refuses a damaged or hand-edited record, naming it
+        params = result.get("params") or {}
+        if editor_of(result) != editor or any(params.get(k, _MISSING) != v for k, v in where.items()):
+            continue
+        new = {
+            **result,
+            "editor": f"{editor} ({tag})",
+            "recorded_editor": result.get("recorded_editor", editor),
+        }
+        target = root / run_file_name(new)
+        if target.exists():
+            raise ValueError(f"retag {path}: {target} exists already (another run under that name)")
+        moves.append((path, new, target))
+    done = []
+    for path, new, _target in moves:
+        written = record_run(new, root)
+        path.unlink()
+        done.append((path, written))
+    return done
+
+
+_MISSING = object()

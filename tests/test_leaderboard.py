@@ -84,6 +84,33 @@ def test_one_name_over_two_parameter_sets_is_two_rows(tmp_path):
     assert "ft-l / all" in [r.label for r in leaderboard.tables(leaderboard.load_runs(runs))[0].rows]
 
 
+def test_retag_files_old_defaults_under_a_tag_and_loses_nothing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, l2 in [(0, 3.0), (1, 3.0), (2, 10.0)]:  # the default changed after seed 1's run
+        leaderboard.record_run({**_run("alphaedit", seed, 0.5, 0.5, 0.5), "params": {"L2": l2}}, runs)
+    before = {p.name for p in runs.rglob("*.json")}
+    args = ["leaderboard", "--results", str(tmp_path), "--page", str(tmp_path / "p.md"), "--readme", ""]
+    assert main(["leaderboard", "retag", "alphaedit", "l2-3", "--where", '{"L2": 3.0}', *args[1:]]) == 0
+    assert "retagged 2 run(s)" in capsys.readouterr().out
+    after = sorted(p.name for p in runs.rglob("*.json"))
+    assert after == [
+        "alphaedit--all--seed-2.json",
+        "alphaedit__l2-3--all--seed-0.json",
+        "alphaedit__l2-3--all--seed-1.json",
+    ]
+    assert len(before) == 3
+    (table,) = leaderboard.tables(leaderboard.load_runs(runs))
+    assert sorted(r.label for r in table.rows) == ["alphaedit (l2-3) / all", "alphaedit / all"]
+    moved = json.loads(next(runs.rglob("alphaedit__l2-3--all--seed-0.json")).read_text())
+    assert moved["recorded_editor"] == "alphaedit" and moved["final"]["efficacy"] == 0.5
+    # nothing matches: nothing moves; a bad --where is refused
+    assert leaderboard.retag(runs, "alphaedit", "x", {"L2": 99.0}) == []
+    with pytest.raises(ValueError, match="needs --where"):
+        leaderboard.retag(runs, "alphaedit", "x", {})
+    assert main(["leaderboard", "retag", "alphaedit", "x", "--where", "[1]", *args[1:]]) == 2
+    assert "JSON object" in capsys.readouterr().err
+
+
 def test_harmonic_mean():
     assert leaderboard.harmonic_mean([0.5, 0.5, 0.5]) == pytest.approx(0.5)
     assert leaderboard.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)

@@ -36,7 +36,9 @@ def test_references_are_computed_once_and_read_back(tmp_path):
     again = PristineStore("m", "f0", folder=tmp_path)
     out = again.references([("p3", "a3"), ("p2", "a2"), ("p1", "a1")], compute, k=4)
     assert calls[1:] == [[("p3", "a3")]]
-    assert all(_same(o, table[p]) for o, p in zip(out, [("p3", "a3"), ("p2", "a2"), ("p1", "a1")], strict=True))
+    assert all(
+        _same(o, table[p]) for o, p in zip(out, [("p3", "a3"), ("p2", "a2"), ("p1", "a1")], strict=True)
+    )
     assert _same(first[1], table[("p2", "a2")])
     # everything is on disk now: a third store computes nothing
     PristineStore("m", "f0", folder=tmp_path).references(list(table), compute, k=4)
