@@ -141,8 +141,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     configs = [parse_config(c) for c in args.configs]
 
-    import gymnasium as gym
-
     from edit_gym.env import LifelongEditEnv
 
     started = time.time()
@@ -156,8 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         final_eval=False,
     )
     # the stream env.reset(seed=...) draws, without reset's pre-edit references (minutes on 839 records)
-    gym.Env.reset(env, seed=args.seed)
-    stream = [int(i) for i in env._draw_stream(None)]
+    stream = env.stream_for(args.seed)
     steps = [stream[i : i + args.edits_per_step] for i in range(0, len(stream), args.edits_per_step)]
     band = env.method.band()
     cov = env._state.covariance()

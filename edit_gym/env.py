@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 
 from edit_gym.actions import InvalidActionError, decode_action, make_action_space
@@ -489,11 +490,20 @@ class LifelongEditEnv(gym.Env):
         self._ready = True
         return self._observation(), {"edit_index": 0, "num_requests": len(self._requests)}
 
+    def stream_for(self, seed: int) -> list[int]:
+        """The request indices (into :attr:`requests`) that ``reset(seed=seed)`` streams, in order,
+        drawn without resetting: no weight, reference or episode state is touched."""
+        rng, _ = seeding.np_random(seed)
+        return [int(i) for i in self._seeded_stream(rng)]
+
+    def _seeded_stream(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
+
     def _draw_stream(self, options: dict | None) -> np.ndarray:
         """The episode's request order: ``options["stream"]`` (request indices) if given, else seeded."""
         stream = (options or {}).get("stream")
         if stream is None:
-            return self.np_random.choice(len(self._requests), size=self.cfg.num_edits, replace=False)
+            return self._seeded_stream(self.np_random)
         order = np.asarray(stream)
         if (
             order.ndim != 1

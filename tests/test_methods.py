@@ -314,6 +314,20 @@ def test_fixed_stream_order_and_its_validation():
             env.reset(seed=0, options={"stream": bad})
 
 
+def test_stream_for_is_the_stream_reset_draws_and_touches_nothing():
+    env = gym.make("LifelongEdit-Tiny-v0", num_edits=4)
+    u = env.unwrapped
+    env.reset(seed=5)
+    first = [r.uid for r in u.stream]
+    weights, rng_state = weights_hash(env), u.np_random.bit_generator.state
+    assert u.stream_for(9) != u.stream_for(5)  # another seed, another stream
+    assert [u.requests[i].uid for i in u.stream_for(5)] == first
+    assert weights_hash(env) == weights and u.np_random.bit_generator.state == rng_state
+    assert [r.uid for r in u.stream] == first  # the episode is untouched
+    env.reset(seed=9)
+    assert [r.uid for r in u.stream] == [u.requests[i].uid for i in u.stream_for(9)]
+
+
 def test_generation_scores_in_evaluate():
     env = gym.make("LifelongEdit-Tiny-v0", editor="rome", num_edits=2)
     u = env.unwrapped
