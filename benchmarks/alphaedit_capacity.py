@@ -81,22 +81,13 @@ def stream_keys(env, layers: list[int], steps: list[list[int]]) -> dict[int, lis
 @torch.no_grad()
 def ordinary_keys(env, layers: list[int]) -> dict[int, torch.Tensor]:
     """Per band candidate, its input at every token of the held-out model samples."""
+    from edit_gym.editing.capture import module_inputs
+
     samples = torch.tensor(env._heldout_samples(), device=env.device)
-    rows: dict[int, list[torch.Tensor]] = {j: [] for j in layers}
-
-    def hook(j: int):
-        def fn(_m, args, _out):
-            rows[j].append(args[0].reshape(-1, args[0].shape[-1]).float().cpu())
-
-        return fn
-
-    handles = [env.candidates[j].module.register_forward_hook(hook(j)) for j in layers]
-    try:
+    rows: list[list[torch.Tensor]] = [[] for _ in layers]
+    with module_inputs([env.candidates[j].module for j in layers], lambda i, x: rows[i].append(x.cpu())):
         env.model(input_ids=samples)
-    finally:
-        for h in handles:
-            h.remove()
-    return {j: torch.cat(r) for j, r in rows.items()}
+    return {j: torch.cat(r) for j, r in zip(layers, rows, strict=True)}
 
 
 def replay(

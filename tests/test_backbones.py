@@ -103,6 +103,37 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, monkeypatch):
     assert read_cache_file(entry) is not None  # rewritten whole
 
 
+def test_module_inputs_hands_over_each_modules_input_and_c0_is_their_mean_outer_product(
+    tmp_path, monkeypatch
+):
+    from edit_gym.architectures import default_candidates
+    from edit_gym.candidates import resolve_candidates
+    from edit_gym.editing.capture import module_inputs
+    from edit_gym.editing.covariance import key_covariance
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    x = torch.randn(2, 5, 3)
+    seen: list[tuple[int, torch.Tensor]] = []
+    with module_inputs([net[1], net[0]], lambda j, k: seen.append((j, k))):
+        net(x)
+    net(x)  # outside the block: nothing more
+    assert [j for j, _ in seen] == [1, 0]
+    assert torch.equal(seen[0][1], x.reshape(10, 3)) and torch.allclose(seen[1][1], net[0](x).reshape(10, 4))
+
+    backbone = load_backbone("tiny")
+    monkeypatch.setenv("EDIT_GYM_CACHE", str(tmp_path))
+    samples = [[1, 2, 3, 4], [5, 6, 7, 8], [2, 4, 6, 8]]
+    monkeypatch.setattr("edit_gym.editing.covariance.model_samples", lambda *_: samples)
+    candidates = resolve_candidates(backbone.model, default_candidates("llama", backbone.num_blocks))
+    c0 = key_covariance(backbone, candidates, batch_size=2)
+    rows: list[list[torch.Tensor]] = [[] for _ in candidates]
+    with torch.no_grad(), module_inputs([c.module for c in candidates], lambda j, k: rows[j].append(k)):
+        backbone.model(input_ids=torch.tensor(samples))
+    for got, keys in zip(c0, rows, strict=True):
+        k = torch.cat(keys)
+        assert torch.allclose(got, k.T @ k / 12, atol=1e-5)
+
+
 def test_unknown_dtype_and_device():
     with pytest.raises(ValueError, match="unknown dtype 'float8'"):
         load_backbone("tiny", dtype="float8")

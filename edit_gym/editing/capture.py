@@ -9,6 +9,8 @@ the graph starts at the input embeddings, so no weight ``.grad`` is ever allocat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -69,3 +71,24 @@ def capture(model: torch.nn.Module, candidates: list[Candidate], batch: TokenBat
         correct=(logits.argmax(-1) == batch.labels[mask]).detach(),
         owner=batch.owner,
     )
+
+
+@contextmanager
+def module_inputs(
+    modules: Sequence[torch.nn.Module], consume: Callable[[int, torch.Tensor], None]
+) -> Iterator[None]:
+    """Within the block, each forward of ``modules[j]`` hands its input, flattened to a float32
+    (tokens x d_in) matrix, to ``consume(j, keys)`` (e.g. to sum k k^T for C0, or to keep the rows)."""
+
+    def hook(j: int):
+        def fn(_module, args, _output):
+            consume(j, args[0].reshape(-1, args[0].shape[-1]).float())
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(j)) for j, m in enumerate(modules)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

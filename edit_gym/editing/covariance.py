@@ -23,6 +23,7 @@ import torch
 from edit_gym.backbones import Backbone
 from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
 from edit_gym.candidates import Candidate
+from edit_gym.editing.capture import module_inputs
 
 OPENINGS = ("The", "In", "A", "It", "This", "When", "Many", "One")
 SAMPLE_SETS = {"covariance": (512, 48, 1234), "heldout": (32, 48, 5678)}  # sequences, tokens, seed
@@ -89,23 +90,11 @@ def key_covariance(
     samples = torch.tensor(model_samples(backbone, "covariance"), device=backbone.device)
     sums = [torch.zeros(c.shape[1], c.shape[1], device=c.param.device) for c in candidates]
     count = 0
-
-    def make_hook(j: int):
-        def hook(_module, args, _output):
-            x = args[0].reshape(-1, args[0].shape[-1]).float()
-            sums[j].addmm_(x.T, x)
-
-        return hook
-
-    handles = [c.module.register_forward_hook(make_hook(j)) for j, c in enumerate(candidates)]
-    try:
+    with module_inputs([c.module for c in candidates], lambda j, x: sums[j].addmm_(x.T, x)):
         for i in range(0, len(samples), batch_size):
             chunk = samples[i : i + batch_size]
             backbone.model(input_ids=chunk)
             count += chunk.numel()
-    finally:
-        for h in handles:
-            h.remove()
     cov = [s / count for s in sums]
     write_cache_file(path, save({f"c{j}": c.contiguous().cpu() for j, c in enumerate(cov)}))
     return cov
