@@ -27,6 +27,12 @@ MANIFEST_FORMAT = "edit-gym-cache"
 _verified: set[tuple[str, float]] = set()  # (path, mtime) of entries checked by this process
 
 
+def cache_name(text: str, limit: int = 60) -> str:
+    """``text`` as part of a cache file name: letters, digits, ``-_.`` kept, the rest ``_``; the
+    last ``limit`` characters (model names differ at their end)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[-limit:]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

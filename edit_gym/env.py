@@ -826,17 +826,13 @@ class LifelongEditEnv(gym.Env):
 
         reqs = [self._requests[i] for i in idx]
         probes = [p.prompt for r in reqs for p in r.neighbourhood]
-        cache = self.__dict__.setdefault("_wild_references", {})
-        missing = sorted({p for p in probes if p not in cache})
         tok, device = self._state.backbone.tokenizer, self._state.backbone.device
 
-        def generate(prompts: list[str]) -> list[str]:
+        def generate(prompts: list[str]) -> list[str]:  # only those the store lacks, on pristine weights
             with self._state.at_pristine():
                 return reference_generations(self.model, tok, prompts, device, MAX_NEW_TOKENS, progress)
 
-        if missing:
-            found = self._state.base.pristine_store.generations(missing, generate, MAX_NEW_TOKENS)
-            cache.update(zip(missing, found, strict=True))
+        answers = self._state.base.pristine_store.generations(probes, generate, MAX_NEW_TOKENS)
         para = [(p, r.target_new) for r in reqs for p in r.paraphrases]
         return wild_scores(
             self.model,
@@ -847,9 +843,9 @@ class LifelongEditEnv(gym.Env):
             paraphrase_prompts=[p for p, _ in para],
             paraphrase_targets=[t for _, t in para],
             locality_prompts=probes,
-            locality_references=[cache[p] for p in probes],
+            locality_references=answers,
             # before any edit the model's answers are the references (no second generation pass)
-            locality_answers=[cache[p] for p in probes] if self._t == 0 else None,
+            locality_answers=answers if self._t == 0 else None,
             progress=progress,
         )
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 
 from edit_gym.backbones import Backbone
-from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
+from edit_gym.cache import cache_dir, cache_name, read_cache_file, write_cache_file
 from edit_gym.data.request import EditRequest
 from edit_gym.editing.scores import accuracy
 from edit_gym.tokens import PairEncoder
@@ -23,7 +23,7 @@ def known_requests(backbone: Backbone, requests: list[EditRequest], dataset: str
     digest = hashlib.sha256(
         json.dumps([r.uid + r.prompt + str(r.target_true) for r in asked]).encode()
     ).hexdigest()
-    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{backbone.name}-{dataset}")[-80:]
+    slug = cache_name(f"{backbone.name}-{dataset}", limit=80)
     path = cache_dir() / "known" / f"{slug}-{digest[:12]}.json"
     data = read_cache_file(path)  # None if absent or damaged (checksummed): recomputed below
     if data is not None:

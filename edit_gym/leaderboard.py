@@ -748,9 +748,9 @@ def retag(runs_dir: str | Path, editor: str, tag: str, where: dict) -> list[tupl
         target = root / run_file_name(new)
         if target.exists():
             raise ValueError(f"retag {path}: {target} exists already (another run under that name)")
-        moves.append((path, new, target))
+        moves.append((path, new))
     done = []
-    for path, new, _target in moves:
+    for path, new in moves:
         written = record_run(new, root)
         path.unlink()
         done.append((path, written))

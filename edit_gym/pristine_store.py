@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
+from edit_gym.cache import cache_dir, cache_name, read_cache_file, write_cache_file
 from edit_gym.editing.scores import REFERENCE_TOP_K, Reference
 
 FINGERPRINT_SAMPLES = 256  # values read per parameter tensor
@@ -47,10 +47,6 @@ def item_key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[-60:]
-
-
 class PristineStore:
     """The pristine model's references and greedy answers per probe, on disk (see the module doc).
 
@@ -66,7 +62,7 @@ class PristineStore:
 
     def path(self, kind: str) -> Path:
         folder = self._folder if self._folder is not None else cache_dir() / "pristine"
-        return folder / f"{_slug(self.name)}-{self.fingerprint}-{kind}"
+        return folder / f"{cache_name(self.name)}-{self.fingerprint}-{kind}"
 
     # ------------------------------------------------------------------ the two kinds
     def references(

@@ -21,7 +21,7 @@ import json
 import torch
 
 from edit_gym.backbones import Backbone
-from edit_gym.cache import cache_dir, read_cache_file, write_cache_file
+from edit_gym.cache import cache_dir, cache_name, read_cache_file, write_cache_file
 from edit_gym.candidates import Candidate
 from edit_gym.editing.capture import module_inputs
 
@@ -30,7 +30,7 @@ SAMPLE_SETS = {"covariance": (512, 48, 1234), "heldout": (32, 48, 5678)}  # sequ
 
 
 def slug(backbone: Backbone) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in backbone.name)[-60:]
+    return cache_name(backbone.name)
 
 
 def weights_digest(backbone: Backbone) -> str:
