@@ -201,8 +201,15 @@ def stream(args) -> None:
                 if before_from:  # the record names it from the repository root
                     before_from = Path(before_from).resolve().relative_to(ROOT).as_posix()
             start = time.perf_counter()
-            result = run_episode(
-                env, agent, seed, extended=True, progress=args.progress, wild=args.wild, before=before
+            result = run_episode(  # per_edit: which edits the stream kept, by age (a few s more)
+                env,
+                agent,
+                seed,
+                extended=True,
+                progress=args.progress,
+                wild=args.wild,
+                before=before,
+                per_edit=True,
             )
             result.update(
                 {
@@ -239,8 +246,15 @@ def speed(args) -> None:
     One pass = one forward+backward over *one* edit prompt (the capture a step makes), the median
     over the step's requests, each timed alone. Per editor: an env step with one request, and a
     step of ``--batch`` requests divided by their number, each as a multiple of that pass.
+
+    Beside that time-equivalent count, *model calls per edit*: the forwards that reach the model's
+    top block during the step (each batched over the step's requests; a target optimization's Adam
+    step is one), divided by the requests. On a CPU a batched call costs about what its tokens cost,
+    so only the time-equivalent count falls with fewer tokens; on an accelerator a call of a few
+    short prompts costs about one pass, and the call count is what the step's time follows.
     """
     from edit_gym.actions import encode_action
+    from edit_gym.architectures import architecture_for
     from edit_gym.editing.capture import capture
 
     lines, timings = [], {}
@@ -253,7 +267,14 @@ def speed(args) -> None:
             action = encode_action(
                 mask, np.zeros(env.num_candidates), env.cfg.action_type, env.cfg.coef_levels
             )
-            ratios, seconds = [], []
+            ratios, seconds, calls = [], [], []
+            blocks = architecture_for(env._state.backbone.model_type).blocks
+            top = env.model.get_submodule(blocks)[-1]  # every full forward of the model ends here
+            counter = [0]
+
+            def count(*_: object, counter: list[int] = counter) -> None:
+                counter[0] += 1
+
             for t in range(args.steps):
                 reqs = [env.requests[i] for i in env._batch_requests(t)]
                 passes = []
@@ -263,17 +284,25 @@ def speed(args) -> None:
                         start = time.perf_counter()
                         capture(env.model, env.candidates, one)
                         passes.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                env.step(action)
-                seconds.append((time.perf_counter() - start) / per_step)
+                counter[0] = 0
+                handle = top.register_forward_hook(count)
+                try:
+                    start = time.perf_counter()
+                    env.step(action)
+                    seconds.append((time.perf_counter() - start) / per_step)
+                finally:
+                    handle.remove()
                 ratios.append(seconds[-1] / float(np.median(passes)))
+                calls.append(counter[0] / per_step)
             timings.setdefault(editor, {})[per_step] = {
                 "passes_per_edit": float(np.median(ratios)),
+                "model_calls_per_edit": float(np.median(calls)),
                 "seconds_per_edit": float(np.median(seconds)),
             }
             line = (
                 f"{editor}: {per_step} request(s) per step: {np.median(ratios):.1f} forward+backward passes "
-                f"per edit, {np.median(seconds):.3f} s (median of {args.steps} steps)"
+                f"per edit (time-equivalent), {np.median(calls):.1f} batched model calls per edit, "
+                f"{np.median(seconds):.3f} s (median of {args.steps} steps)"
             )
             lines.append(line)
             print(line, flush=True)

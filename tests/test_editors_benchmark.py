@@ -64,3 +64,39 @@ def test_speed_times_each_editor_in_one_run_and_states_the_ratio(tmp_path):
         line = f"ridge / alphaedit, {per_step} request(s) per step: {100 * ratio:.1f}% of the time per edit"
         assert line in record["lines"]
         assert timings["alphaedit"][per_step]["passes_per_edit"] > 0
+    # an optimized target makes many batched calls per step; a one-step rule a handful
+    calls = {e: timings[e]["1"]["model_calls_per_edit"] for e in ("alphaedit", "ridge")}
+    assert calls["alphaedit"] > calls["ridge"] >= 1
+
+
+def test_stream_records_each_edits_final_scores_and_rebuilds_the_leaderboard(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    editors = _editors_module()
+    monkeypatch.setattr(editors, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(editors, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# a readme\n")
+    args = argparse.Namespace(
+        editors=["rome"],
+        model="tiny",
+        data="facts",
+        editor_params=None,
+        tag="",
+        edits=4,
+        edits_per_step=2,
+        seeds=[0],
+        wild=False,
+        force=False,
+        reuse_before=False,
+        progress=False,
+    )
+    editors.stream(args)
+    (path,) = (tmp_path / "runs").rglob("*.json")
+    record = json.loads(path.read_text())
+    per_edit = record["final_per_edit"]
+    assert len(per_edit["efficacy"]) == len(per_edit["specificity"]) == record["edits"] == 4
+    # the per-edit finals are the stream's final efficacy, edit by edit
+    assert np.mean(per_edit["efficacy"]) == pytest.approx(record["final"]["efficacy"], abs=1e-6)
+    assert "rome" in (tmp_path / "docs" / "results.md").read_text()
