@@ -247,11 +247,13 @@ def speed(args) -> None:
     over the step's requests, each timed alone. Per editor: an env step with one request, and a
     step of ``--batch`` requests divided by their number, each as a multiple of that pass.
 
-    Beside that time-equivalent count, *model calls per edit*: the forwards that reach the model's
-    top block during the step (each batched over the step's requests; a target optimization's Adam
-    step is one), divided by the requests. On a CPU a batched call costs about what its tokens cost,
-    so only the time-equivalent count falls with fewer tokens; on an accelerator a call of a few
-    short prompts costs about one pass, and the call count is what the step's time follows.
+    Beside that time-equivalent count, *model calls per edit*: the full forwards (those that reach
+    the model's top block) during the env step, each batched over the step's requests, divided by
+    the requests. A target optimization's Adam step is one; so are the step's own scoring passes
+    (reward, next observation). Forwards that stop early (the key captures, the target's first
+    pass to its layer) are not counted. On a CPU a batched call costs about what its tokens cost;
+    on an accelerator a call of a few short prompts costs about one pass, so there the step's time
+    follows the call count more than the time-equivalent one.
     """
     from edit_gym.actions import encode_action
     from edit_gym.architectures import architecture_for

@@ -7,6 +7,7 @@ off for its parameters (edits are computed from activation gradients, never from
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -33,6 +34,9 @@ class Backbone:
     model_type: str
     num_blocks: int
     defaults: dict  # update-rule defaults calibrated for this backbone (see BUILTIN_BACKBONES)
+    # what the pristine model answers depends on, digested at load (:func:`weights_fingerprint`):
+    # the key of every on-disk cache of its outputs (C0, samples, prefixes, the pristine store)
+    fingerprint: str = ""
 
     @property
     def device(self) -> torch.device:
@@ -168,4 +172,27 @@ def load_backbone(
         num_blocks = int(getattr(config, architecture_for(model_type).num_blocks_field))
     except ValueError:
         num_blocks = int(getattr(config, "num_hidden_layers", 0) or 0)
-    return Backbone(name, model, tokenizer, model_type, num_blocks, defaults)
+    fingerprint = weights_fingerprint(model, tokenizer)
+    return Backbone(name, model, tokenizer, model_type, num_blocks, defaults, fingerprint)
+
+
+def weights_fingerprint(model: torch.nn.Module, tokenizer: object | None = None) -> str:
+    """A digest of every byte the model's answers depend on: each parameter's and buffer's name,
+    shape, dtype and values, and the tokenizer's vocabulary, special tokens and the model's
+    end-of-sequence ids. Take it on the pristine weights (``load_backbone`` does, at load: about a
+    second for SmolLM2-135M's 540 MB); a cache keyed by it is never read by other weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    with torch.no_grad():
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        for name, tensor in tensors:
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+            flat = tensor.detach().reshape(-1).contiguous().cpu()
+            if flat.numel():
+                digest.update(flat.view(torch.uint8).numpy())  # the bytes, not a copy
+    if tokenizer is not None:
+        vocab = getattr(tokenizer, "get_vocab", dict)()
+        special = getattr(tokenizer, "special_tokens_map", {})
+        digest.update(json.dumps([sorted(vocab.items()), special], sort_keys=True, default=str).encode())
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    digest.update(json.dumps(eos, default=str).encode())
+    return digest.hexdigest()

@@ -736,6 +736,8 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from edit_gym import leaderboard
 
     runs = Path(args.results) / "runs"
+    if args.action in ("add", "retag") and args.check:
+        raise ValueError(f"--check only reads the page; it does not go with `leaderboard {args.action}`")
     if args.action == "add":
         if not args.files:
             raise ValueError("leaderboard add needs the result files to add (from edit-gym eval --json)")

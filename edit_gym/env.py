@@ -46,7 +46,7 @@ from edit_gym.editing.scores import (
 )
 from edit_gym.editing.scores import references as compute_references
 from edit_gym.editing.spreading import shares
-from edit_gym.pristine_store import PristineStore, model_fingerprint
+from edit_gym.pristine_store import PristineStore
 from edit_gym.render import render_ansi, render_mask_heatmap
 from edit_gym.tokens import EmptyAnswerError, PairEncoder
 
@@ -84,7 +84,8 @@ class _SharedBase:
         self.backup: dict[str, torch.Tensor] = {}  # reused buffers: no fresh allocation per step
         self.covariance: dict[tuple[str, ...], list[torch.Tensor]] = {}
         # the pristine model's answers to locality probes, on disk across runs (fingerprinted at load)
-        self.pristine_store = PristineStore(self.backbone.name, model_fingerprint(self.backbone.model))
+        store_key = f"{self.backbone.fingerprint[:16]}-{self.backbone.device.type}"
+        self.pristine_store = PristineStore(self.backbone.name, store_key)
         self.active: weakref.ref | None = None  # the _ModelState whose weights are in the model
 
 

@@ -728,13 +728,17 @@ def retag(runs_dir: str | Path, editor: str, tag: str, where: dict) -> list[tupl
     ``"EDITOR (TAG)"``, e.g. when the editor's defaults change and its older runs must stay on
     record under a name that says what they ran. Each record is written under its new name
     (checksummed) before the old file goes, keeping ``recorded_editor``; nothing is dropped.
-    Returns the (old, new) paths."""
+    Every record is checked before anything moves (two matches that would land on one name are
+    refused). A retag that stopped between writing a new file and removing the old one is
+    finished by running it again. Records whose ``before_from`` named a moved file are pointed at
+    its new name (:func:`relink_before`). Returns the (old, new) paths."""
     if not where:
         raise ValueError("retag needs --where: the hyper-parameters that pick the runs to retag")
     if not tag or not tag.strip():
         raise ValueError("retag needs a non-empty tag")
     root = Path(runs_dir)
-    moves = []
+    moves: list[tuple[Path, dict, Path]] = []
+    claimed: dict[Path, Path] = {}
     for path in sorted(root.rglob("*.json")):
         result = load_result(path)  # refuses a damaged or hand-edited record, naming it
         params = result.get("params") or {}
@@ -746,15 +750,52 @@ def retag(runs_dir: str | Path, editor: str, tag: str, where: dict) -> list[tupl
             "recorded_editor": result.get("recorded_editor", editor),
         }
         target = root / run_file_name(new)
-        if target.exists():
+        if target in claimed:
+            raise ValueError(
+                f"retag {path}: {claimed[target]} would go to {target} as well (two records of one "
+                "setting and seed); move one away first"
+            )
+        if target.exists() and not _same_run(load_result(target), new):
             raise ValueError(f"retag {path}: {target} exists already (another run under that name)")
-        moves.append((path, new))
+        claimed[target] = path
+        moves.append((path, new, target))
     done = []
-    for path, new in moves:
-        written = record_run(new, root)
+    for path, new, target in moves:
+        # a target that exists holds this very run: an earlier retag stopped before removing the old file
+        written = target if target.exists() else record_run(new, root)
         path.unlink()
         done.append((path, written))
+    relink_before(root, dict(done))
     return done
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("recorded", "seed", "config", "final", "editor"))
+
+
+def relink_before(
+    runs_dir: str | Path, moved: dict[Path, Path], recorded_before: str | None = None
+) -> list[Path]:
+    """Point every record whose ``before_from`` names a file in ``moved`` (old path -> new path,
+    both inside ``runs_dir``) at the new path, keeping how it was written (relative or absolute
+    prefix). ``recorded_before`` (an ISO time) limits this to records made before it: a record made
+    after a move named whatever was then at the old path. Returns the records rewritten."""
+    root = Path(runs_dir)
+    tails = {old.relative_to(root).as_posix(): new.relative_to(root).as_posix() for old, new in moved.items()}
+    changed = []
+    for path in sorted(root.rglob("*.json")):
+        result = load_result(path)
+        link = str(result.get("before_from") or "").replace("\\", "/")
+        if recorded_before is not None and str(result.get("recorded", "")) >= recorded_before:
+            continue
+        for old, new in tails.items():
+            if link == old or link.endswith("/" + old):
+                result["before_from"] = link[: len(link) - len(old)] + new
+                clean = {k: v for k, v in result.items() if k not in ("format", "version", "sha256")}
+                save_result(clean, path)
+                changed.append(path)
+                break
+    return changed
 
 
 _MISSING = object()

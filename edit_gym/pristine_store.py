@@ -9,11 +9,13 @@ the first and 15 on the second, every run, before this store.
 
 :class:`PristineStore` keeps them per backbone under ``cache_dir()/pristine/``: one file per
 (backbone, weights fingerprint, kind), holding items keyed by a hash of the probe. A run computes
-only the probes the file lacks and merges them in (re-reading the file first, so concurrent runs
-lose at most each other's newest items, never a file: writes are atomic and checksummed, and a
-damaged file is rebuilt). Loading uses safetensors and JSON: no code runs. The fingerprint reads
-a strided sample of every parameter at load time (:func:`model_fingerprint`), so another model
-under the same name never reads this one's answers.
+only the probes the file lacks and merges them in: under a file lock it re-reads the file, adds its
+items and writes it (atomic and checksummed), so runs that share the store never lose each other's
+items and never see a half-written file; a damaged file is rebuilt. Loading uses safetensors and
+JSON: no code runs. The fingerprint is the backbone's (:func:`edit_gym.backbones.weights_fingerprint`:
+every weight byte and the tokenizer, taken at load) with the device type, so other weights, another
+tokenizer or another device never read these answers; :data:`STORE_VERSION` is bumped whenever the
+code that computes them changes (decoding, stopping, batching, tokenization of the probes).
 """
 
 from __future__ import annotations
@@ -24,23 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from edit_gym.cache import cache_dir, cache_name, read_cache_file, write_cache_file
 from edit_gym.editing.scores import REFERENCE_TOP_K, Reference
 
-FINGERPRINT_SAMPLES = 256  # values read per parameter tensor
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A digest of the model's weights: names, shapes and a strided sample of every parameter."""
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            flat = param.detach().reshape(-1)
-            stride = max(1, flat.numel() // FINGERPRINT_SAMPLES)
-            digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-            digest.update(flat[::stride][:FINGERPRINT_SAMPLES].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
+STORE_VERSION = 1  # bump when the answers' code changes: earlier files are then never read
 
 
 def item_key(*parts: str) -> str:
@@ -50,8 +41,9 @@ def item_key(*parts: str) -> str:
 class PristineStore:
     """The pristine model's references and greedy answers per probe, on disk (see the module doc).
 
-    ``name`` and ``fingerprint`` identify the weights (call :func:`model_fingerprint` on the
-    pristine model); ``folder`` defaults to ``cache_dir()/pristine``.
+    ``name`` and ``fingerprint`` identify the weights and where they run (the env passes the
+    backbone's load-time fingerprint and its device type); ``folder`` defaults to
+    ``cache_dir()/pristine``.
     """
 
     def __init__(self, name: str, fingerprint: str, folder: Path | None = None) -> None:
@@ -62,7 +54,7 @@ class PristineStore:
 
     def path(self, kind: str) -> Path:
         folder = self._folder if self._folder is not None else cache_dir() / "pristine"
-        return folder / f"{cache_name(self.name)}-{self.fingerprint}-{kind}"
+        return folder / f"{cache_name(self.name)}-{self.fingerprint}-v{STORE_VERSION}-{kind}"
 
     # ------------------------------------------------------------------ the two kinds
     def references(
@@ -98,17 +90,24 @@ class PristineStore:
         except (ValueError, KeyError, TypeError, SafetensorError):  # unreadable: rebuilt like a damaged one
             return {}
 
+    def _lock(self, kind: str) -> FileLock:
+        path = self.path(kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path.parent / f".{path.name}.lock"))
+
     def _get(self, kind, keys, items, compute, save, load) -> list:
         have = self._items.get(kind)
         if have is None or any(key not in have for key in keys):
-            have = {**self._read(kind, load), **(have or {})}
+            with self._lock(kind):  # a writer's data and manifest land together
+                have = {**self._read(kind, load), **(have or {})}
         missing = {key: item for key, item in zip(keys, items, strict=True) if key not in have}
         if missing:
-            values = compute(list(missing.values()))
+            values = compute(list(missing.values()))  # outside the lock: it may take minutes
             if len(values) != len(missing):
                 raise RuntimeError(f"compute returned {len(values)} values for {len(missing)} items")
-            have = {**self._read(kind, load), **have, **dict(zip(missing, values, strict=True))}
-            write_cache_file(self.path(kind), save(have))
+            with self._lock(kind):  # what other runs added meanwhile is kept
+                have = {**self._read(kind, load), **have, **dict(zip(missing, values, strict=True))}
+                write_cache_file(self.path(kind), save(have))
         self._items[kind] = have
         return [have[key] for key in keys]
 

@@ -111,6 +111,40 @@ def test_retag_files_old_defaults_under_a_tag_and_loses_nothing(tmp_path, capsys
     assert "JSON object" in capsys.readouterr().err
 
 
+def test_retag_finishes_an_interrupted_move_refuses_clashes_and_relinks(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    old = leaderboard.record_run({**_run("alphaedit", 0, 0.5, 0.5, 0.5), "params": {"L2": 3.0}}, runs)
+    user = {
+        **_run("rome", 0, 0.4, 0.4, 0.4),
+        "before_from": f"results/runs/{old.relative_to(runs).as_posix()}",
+    }
+    linked = leaderboard.record_run(user, runs)
+    # an earlier retag wrote the new file, then stopped before removing the old one
+    moved = {**leaderboard.load_result(old), "editor": "alphaedit (l2-3)", "recorded_editor": "alphaedit"}
+    target = leaderboard.record_run(moved, runs)
+    ((src, dst),) = leaderboard.retag(runs, "alphaedit", "l2-3", {"L2": 3.0})
+    assert (src, dst) == (old, target) and not old.exists()
+    assert leaderboard.load_result(target)["final"]["efficacy"] == 0.5
+    # the record that took its pre-edit scores from the moved file now names the new one
+    assert (
+        leaderboard.load_result(linked)["before_from"]
+        == f"results/runs/{target.relative_to(runs).as_posix()}"
+    )
+    # two matches that would land on one name: refused before anything moves
+    run = {**_run("memit", 1, 0.5, 0.5, 0.5), "params": {"L2": 1.0}}
+    first = leaderboard.record_run(run, runs)
+    copy = first.with_name("copy-of-a-run.json")
+    copy.write_bytes(first.read_bytes())
+    with pytest.raises(ValueError, match="as well"):
+        leaderboard.retag(runs, "memit", "x", {"L2": 1.0})
+    assert first.exists() and copy.exists() and not any(runs.rglob("memit__x*"))
+    # --check only reads: it does not go with retag
+    args = ["--results", str(tmp_path), "--page", str(tmp_path / "p.md"), "--readme", "", "--check"]
+    assert main(["leaderboard", "retag", "memit", "x", "--where", '{"L2": 1.0}', *args]) == 2
+    assert "--check only reads" in capsys.readouterr().err
+    assert first.exists() and copy.exists()
+
+
 def test_harmonic_mean():
     assert leaderboard.harmonic_mean([0.5, 0.5, 0.5]) == pytest.approx(0.5)
     assert leaderboard.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)

@@ -9,7 +9,7 @@ import torch
 
 import edit_gym.env as env_module
 from edit_gym.editing.scores import Reference
-from edit_gym.pristine_store import PristineStore, model_fingerprint
+from edit_gym.pristine_store import PristineStore
 
 
 def _ref(seed: int, rows: int = 2, k: int = 4) -> Reference:
@@ -79,16 +79,59 @@ def test_a_damaged_store_is_rebuilt_not_trusted(tmp_path):
 def test_a_compute_that_returns_too_few_values_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match="1 values for 2 items"):
         PristineStore("m", "f0", folder=tmp_path).generations(["a", "b"], lambda items: ["x"], 16)
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert [f for f in tmp_path.iterdir() if not f.name.endswith(".lock")] == []  # nothing written
 
 
-def test_fingerprint_sees_any_layer_change():
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
-    before = model_fingerprint(model)
-    assert model_fingerprint(model) == before
+def test_fingerprint_sees_every_weight_byte_and_the_tokenizer():
+    from types import SimpleNamespace
+
+    from edit_gym.backbones import weights_fingerprint
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5000, 64), torch.nn.LayerNorm(64))
+    tok = SimpleNamespace(get_vocab=lambda: {"a": 0, "b": 1}, special_tokens_map={"eos_token": "b"})
+    before = weights_fingerprint(model, tok)
+    assert weights_fingerprint(model, tok) == before
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # far from any strided sample: the last row, one odd bias entry
+        model[0].weight[-1, -1] += 1e-3
+    assert weights_fingerprint(model, tok) != before
+    model.load_state_dict(saved)
     with torch.no_grad():
-        model[1].weight[0, 0] += 1.0
-    assert model_fingerprint(model) != before
+        model[1].bias[63] += 1e-3
+    assert weights_fingerprint(model, tok) != before
+    model.load_state_dict(saved)
+    assert weights_fingerprint(model, tok) == before  # the same bytes again: the same key
+    other = SimpleNamespace(get_vocab=lambda: {"a": 0, "c": 1}, special_tokens_map={"eos_token": "c"})
+    assert weights_fingerprint(model, other) != before
+
+
+def test_the_store_writes_under_its_lock(tmp_path, monkeypatch):
+    """Data and manifest land while the lock is held: no other run reads or writes in between."""
+    from filelock import FileLock, Timeout
+
+    import edit_gym.pristine_store as store_module
+
+    store = PristineStore("m", "f0", folder=tmp_path)
+    path = store.path("generations-n16.json")
+    seen = []
+    real_write = store_module.write_cache_file
+
+    def write(target, data):
+        with pytest.raises(Timeout):
+            FileLock(str(path.parent / f".{path.name}.lock"), timeout=0).acquire()
+        seen.append(target)
+        real_write(target, data)
+
+    monkeypatch.setattr(store_module, "write_cache_file", write)
+    store.generations(["q"], lambda items: ["a" for _ in items], 16)
+    assert seen == [path]
+
+
+def test_store_files_name_their_version(tmp_path):
+    from edit_gym.pristine_store import STORE_VERSION
+
+    path = PristineStore("m", "f0", folder=tmp_path).path("generations-n16.json")
+    assert f"-v{STORE_VERSION}-" in path.name
 
 
 def _band_action(u):

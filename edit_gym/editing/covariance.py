@@ -34,8 +34,10 @@ def slug(backbone: Backbone) -> str:
 
 
 def weights_digest(backbone: Backbone) -> str:
-    emb = backbone.model.get_input_embeddings().weight
-    return hashlib.sha256(emb[:8].detach().float().cpu().numpy().tobytes()).hexdigest()[:10]
+    """The backbone's fingerprint (every weight and the tokenizer, taken at load), cut for file names."""
+    from edit_gym.backbones import weights_fingerprint
+
+    return (backbone.fingerprint or weights_fingerprint(backbone.model, backbone.tokenizer))[:16]
 
 
 @torch.no_grad()
