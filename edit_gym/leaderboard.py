@@ -127,6 +127,7 @@ class Run:
     order: tuple = ()
     params: str = ""  # digest of the editor's resolved hyper-parameters ("" if not recorded)
     tag: str = ""  # set by tables() when one label covers two parameter sets
+    by_age: tuple = ()  # final token efficacy of the edits of each AGE_PARTS-th of the stream, oldest first
 
     @property
     def setting(self) -> tuple:
@@ -191,6 +192,23 @@ def _params_digest(params: object) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
+AGE_PARTS = 4  # the stream is cut into this many parts by when an edit was made
+
+
+def _by_age(result: dict) -> tuple:
+    """Mean final token efficacy of the edits of each of AGE_PARTS equal parts of the stream (stream
+    order: the first part holds the oldest edits); () if the record lacks each edit's final score."""
+    values = ((result.get("final_per_edit") or {}).get("efficacy")) or []
+    if len(values) < AGE_PARTS:
+        return ()
+    bounds = [round(i * len(values) / AGE_PARTS) for i in range(AGE_PARTS + 1)]
+    parts = [
+        [v for v in values[a:b] if v is not None and math.isfinite(v)]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return tuple(float(np.mean(part)) if part else float("nan") for part in parts)
+
+
 def _tag_parameter_sets(runs: list[Run]) -> None:
     """Where one label of a (model, data, length) covers two parameter sets, tag each run's label."""
     for run in runs:
@@ -224,6 +242,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             before=dict(result.get("before") or {}),
             digests=dict(result.get("checkpoint_sha256", {})),
             order=(str(result.get("recorded", "")), name),
+            by_age=_by_age(result),
             params=_params_digest(result.get("params")),
         )
     except (KeyError, TypeError, ValueError) as err:
@@ -518,6 +537,46 @@ def paired(runs: list[Run]) -> dict[tuple, list[Paired]]:
     return out
 
 
+def kept_by_age(runs: list[Run]) -> dict[tuple, list[tuple[str, list[int], list[tuple[float, float]]]]]:
+    """Per (model, data, length): each setting's final token efficacy by the age of the edits
+    (:data:`AGE_PARTS` parts of the stream, oldest first), mean ± 95% interval over its seeds
+    without a fault that recorded each edit's final score (the newest record of a seed counts)."""
+    _tag_parameter_sets(runs)
+    newest: dict[tuple, Run] = {}
+    for run in sorted(runs, key=lambda r: r.order):
+        newest[(*run.setting, run.seed)] = run
+    settings: dict[tuple, list[Run]] = {}
+    for run in newest.values():
+        if run.by_age and not run.fault:
+            settings.setdefault(run.setting, []).append(run)
+    out: dict[tuple, list] = {}
+    for (model, data, length, label), members in sorted(settings.items()):
+        members.sort(key=lambda r: r.seed)
+        stats = [_stat([r.by_age[i] for r in members]) for i in range(AGE_PARTS)]
+        out.setdefault((model, data, length), []).append((label, [r.seed for r in members], stats))
+    return out
+
+
+def _age_lines(rows: list) -> list[str]:
+    if not rows:
+        return []
+    step = 100 // AGE_PARTS
+    parts = [f"edits {i * step + 1}-{(i + 1) * step}%" for i in range(AGE_PARTS)]
+    lines = [
+        "",
+        "Which edits last: token efficacy after the whole stream of the edits made in each part of it "
+        "(first column: the oldest), mean ± 95% interval over seeds; runs that recorded each edit's "
+        "final score (`final_per_edit`):",
+        "",
+        "| editor / agent | seeds | " + " | ".join(parts) + " |",
+        "|" + "---|" * (2 + AGE_PARTS),
+    ]
+    for label, seeds, stats in rows:
+        cells = [_cell(stat, 100, len(seeds)) for stat in stats]
+        lines.append(f"| {label} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _paired_lines(rows: list[Paired]) -> list[str]:
     if not rows:
         return []
@@ -574,8 +633,13 @@ seconds per edit, one point per row with its interval).
 """
 
 
-def render_page(all_tables: list[Table], pairs: dict[tuple, list[Paired]] | None = None) -> str:
-    """The leaderboard page (markdown) for ``all_tables`` (and :func:`paired` rows); deterministic."""
+def render_page(
+    all_tables: list[Table],
+    pairs: dict[tuple, list[Paired]] | None = None,
+    ages: dict[tuple, list] | None = None,
+) -> str:
+    """The leaderboard page (markdown) for ``all_tables`` (with :func:`paired` and
+    :func:`kept_by_age` rows); deterministic."""
     lines = [HEADER.rstrip("\n"), ""]
     for protocol, spec in PROTOCOLS.items():
         lines.append(f"- **{protocol}**: {spec['about']}.")
@@ -589,6 +653,7 @@ def render_page(all_tables: list[Table], pairs: dict[tuple, list[Paired]] | None
             lines += [f"### {table.protocol}", "", *_table_markdown(table), ""]
         lines += _gap_lines(group)
         lines += _paired_lines((pairs or {}).get(key, []))
+        lines += _age_lines((ages or {}).get(key, []))
         lines += ["", f"![score against seconds per edit](../results/leaderboard/{figure_name(group[0])})"]
         files = sorted({f for t in group for r in t.rows for f in r.files})
         lines += ["", f"<details><summary>{len(files)} run records</summary>", ""]
@@ -696,7 +761,7 @@ def build(
 
     runs = load_runs(runs_dir)
     all_tables = tables(runs)
-    wanted = {Path(page): render_page(all_tables, paired(runs))}
+    wanted = {Path(page): render_page(all_tables, paired(runs), kept_by_age(runs))}
     if readme is not None and Path(readme).is_file():
         text = Path(readme).read_text()
         wanted[Path(readme)] = _with_headline(text, headline(all_tables))

@@ -145,6 +145,24 @@ def test_retag_finishes_an_interrupted_move_refuses_clashes_and_relinks(tmp_path
     assert first.exists() and copy.exists()
 
 
+def test_which_edits_last_by_age(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, per_edit in [(0, [0, 0, 1, 1, 1, 1, 1, 1]), (1, [0, 1, 0, 1, 1, 1, 1, 0])]:
+        run = _run("alphaedit", seed, 0.5, 0.5, 0.5)
+        run["final_per_edit"] = {"efficacy": per_edit, "specificity": [1.0] * 8}
+        leaderboard.record_run(run, runs)
+    leaderboard.record_run(_run("memit", 0, 0.5, 0.5, 0.5), runs)  # no per-edit scores: not in it
+    loaded = leaderboard.load_runs(runs)
+    ((label, seeds, stats),) = leaderboard.kept_by_age(loaded)[("tiny", "facts", 20)]
+    assert label == "alphaedit / all" and seeds == [0, 1]
+    # quarters of 8 edits: seed 0 -> 0, 1, 1, 1; seed 1 -> 0.5, 0.5, 1, 0.5
+    assert [m for m, _ in stats] == pytest.approx([0.25, 0.75, 1.0, 0.75])
+    assert stats[0] == pytest.approx(interval([0.0, 0.5]))
+    page = tmp_path / "page.md"
+    leaderboard.build(runs, page, readme=None, figures=None)
+    assert "| alphaedit / all | 0, 1 | 25.0 ± " in page.read_text()
+
+
 def test_harmonic_mean():
     assert leaderboard.harmonic_mean([0.5, 0.5, 0.5]) == pytest.approx(0.5)
     assert leaderboard.harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
