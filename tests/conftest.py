@@ -70,9 +70,11 @@ def tensorboard_tags(folder) -> dict[str, set[str]]:
 def benchmark_module(name: str):
     """A script of ``benchmarks/`` imported as a module (the folder is not a package)."""
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
