@@ -128,6 +128,7 @@ class Run:
     params: str = ""  # digest of the editor's resolved hyper-parameters ("" if not recorded)
     tag: str = ""  # set by tables() when one label covers two parameter sets
     by_age: tuple = ()  # final token efficacy of the edits of each AGE_PARTS-th of the stream, oldest first
+    measured: tuple = ()  # the scores the run was asked for (its record's protocol description)
 
     @property
     def setting(self) -> tuple:
@@ -244,6 +245,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             order=(str(result.get("recorded", "")), name),
             by_age=_by_age(result),
             params=_params_digest(result.get("params")),
+            measured=tuple(result.get("protocol") or ()),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{name!r} is not a run record ({type(err).__name__}: {err})") from None
@@ -321,6 +323,7 @@ class Row:
     touched: tuple[float, float]
     seconds: tuple[float, float]
     files: list[str]
+    by_seed: dict[int, float] = field(default_factory=dict)  # each unfaulted stream's score
 
 
 @dataclass
@@ -339,14 +342,22 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 
 def _row(label: str, runs: list[Run], protocol: str) -> Row | None:
+    """One row of a protocol's table, from the runs that measured that protocol (a run recorded
+    without the in-the-wild pass is left out of the in-the-wild row, not the row out of the table)."""
     spec = PROTOCOLS[protocol]
+    if protocol == "teacher-forced":
+        if runs and not all(
+            all(k in r.final for k in spec["score"]) for r in [r for r in runs if not r.fault] or runs
+        ):
+            return None
+    else:
+        runs = [r for r in runs if all(k in r.final or k in r.measured for k in spec["score"])]
     ok = [r for r in runs if not r.fault]
-    if runs and not all(all(k in r.final for k in spec["score"]) for r in ok or runs):
-        return None
     if not ok and protocol != "teacher-forced":
         return None
     cells = {key: _stat([r.final.get(key, float("nan")) for r in ok]) for key, _, _ in spec["columns"]}
-    score = _stat([harmonic_mean([r.final[k] for k in spec["score"]]) for r in ok])
+    by_seed = {r.seed: harmonic_mean([r.final[k] for k in spec["score"]]) for r in ok}
+    score = _stat(list(by_seed.values()))
     return Row(
         label=label,
         seeds=sorted(r.seed for r in ok),
@@ -356,6 +367,7 @@ def _row(label: str, runs: list[Run], protocol: str) -> Row | None:
         touched=_stat([r.touched for r in runs]),
         seconds=_stat([r.seconds_per_edit for r in runs]),
         files=sorted(r.path for r in runs),
+        by_seed=by_seed,
     )
 
 
@@ -449,25 +461,28 @@ def _title(table: Table) -> str:
 
 
 def _gap_lines(group: list[Table]) -> list[str]:
-    """Teacher-forced vs in-the-wild score per row that has both: how much teacher forcing flatters."""
+    """Teacher-forced vs in-the-wild score per row that has both, over the streams that recorded
+    both (seed by seed): how much teacher forcing flatters."""
     tf = {r.label: r for t in group if t.protocol == "teacher-forced" for r in t.rows}
     wild = {r.label: r for t in group if t.protocol == "in the wild" for r in t.rows}
-    both = [label for label in tf if label in wild]
+    both = {label: sorted(set(tf[label].by_seed) & set(wild[label].by_seed)) for label in tf if label in wild}
+    both = {label: seeds for label, seeds in both.items() if seeds}
     if not both:
         return []
     lines = [
         "",
-        "How much each protocol flatters (same runs; score = harmonic mean, %):",
+        "How much each protocol flatters (the streams that recorded both; score = harmonic mean, %):",
         "",
-        "| editor / agent | teacher-forced | in the wild | difference |",
-        "|---|---|---|---|",
+        "| editor / agent | seeds | teacher-forced | in the wild | difference |",
+        "|---|---|---|---|---|",
     ]
-    for label in both:
-        a, b = tf[label].score[0], wild[label].score[0]
-        n = len(tf[label].seeds)
+    for label, seeds in both.items():
+        a = _stat([tf[label].by_seed[s] for s in seeds])
+        b = _stat([wild[label].by_seed[s] for s in seeds])
+        n = len(seeds)
         lines.append(
-            f"| {label} | {_cell(tf[label].score, 100, n)} | {_cell(wild[label].score, 100, n)} | "
-            f"{100 * (a - b):+.1f} |"
+            f"| {label} | {', '.join(map(str, seeds))} | {_cell(a, 100, n)} | {_cell(b, 100, n)} | "
+            f"{100 * (a[0] - b[0]):+.1f} |"
         )
     return lines
 

@@ -70,6 +70,29 @@ def test_means_intervals_faults_and_order(store):
     assert page == leaderboard.render_page(leaderboard.tables(leaderboard.load_runs(store)))
 
 
+def test_a_run_without_the_wild_pass_leaves_only_the_wild_row_and_gaps_pair_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    leaderboard.record_run(_run("ultraedit", 0, 0.9, 0.9, 0.9), runs)  # teacher-forced only
+    for seed, eff in [(1, 0.6), (2, 0.4)]:
+        leaderboard.record_run(_run("ultraedit", seed, eff, 0.5, 0.5, wild=True), runs)
+    asked = _run("ultraedit", 3, 0.0, 0.0, 0.0, fault="target diverged")  # asked for both, faulted
+    asked["protocol"] = {"efficacy": "...", "wild_efficacy_f1": "...", "wild_generalization_f1": "..."}
+    asked["protocol"]["wild_specificity_f1"] = "..."
+    leaderboard.record_run(asked, runs)
+    tf, wild = leaderboard.tables(leaderboard.load_runs(runs))
+    assert tf.rows[0].seeds == [0, 1, 2] and tf.rows[0].faults == [3]
+    # seed 0 has no generation scores: the in-the-wild row is seeds 1 and 2, the faulted 3 counted
+    assert wild.rows[0].seeds == [1, 2] and wild.rows[0].faults == [3]
+    assert wild.rows[0].cells["wild_efficacy_f1"][0] == pytest.approx(0.25)
+    page = leaderboard.render_page([tf, wild])
+    # the gap over the seeds that recorded both: teacher-forced HM of seeds 1, 2 against theirs in the wild
+    hm = [leaderboard.harmonic_mean(v) for v in ([0.6, 0.5, 0.5], [0.4, 0.5, 0.5])]
+    wild_hm = [leaderboard.harmonic_mean(v) for v in ([0.3, 0.25, 0.5], [0.2, 0.25, 0.5])]
+    gap = 100 * (np.mean(hm) - np.mean(wild_hm))
+    assert f"| ultraedit / all | 1, 2 | {100 * np.mean(hm):.1f} ± " in page
+    assert page.split("| ultraedit / all | 1, 2 |")[1].split("\n")[0].endswith(f"| {gap:+.1f} |")
+
+
 def test_one_name_over_two_parameter_sets_is_two_rows(tmp_path):
     runs = tmp_path / "runs"
     for seed, steps in [(0, 25), (1, 25), (2, 60)]:  # e.g. a default changed between the runs
