@@ -358,6 +358,69 @@ _RLEDIT_FLAGS = {
 _SWEPT = "; a model with swept defaults, e.g. smollm2-135m, uses those: agents/rledit.py MODEL_DEFAULTS)"
 
 
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """A trained checkpoint in ``--out`` is never replaced by a run that starts over: refused (nothing
+    written) unless ``--resume`` continues it; ``--resume`` needs one there and the RLEdit trainer."""
+    from agents.hiedit import META_FILE
+    from agents.rledit import AGENT_FILE
+
+    out = Path(args.out)
+    held = [name for name in (AGENT_FILE, META_FILE) if (out / name).is_file()]
+    if args.resume:
+        if args.agent != "rledit" or args.masks_from:
+            raise ValueError(
+                "--resume continues an RLEdit training run (`train rledit` without --masks-from)"
+            )
+        if AGENT_FILE not in held:
+            raise ValueError(f"--resume: {args.out!r} holds no RLEdit checkpoint ({AGENT_FILE}) to continue")
+        given = [
+            "--" + name.replace("_", "-")
+            for name in (*_RLEDIT_FLAGS, "layers")
+            if getattr(args, name) is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--resume continues the checkpoint with its own settings; drop {', '.join(given)}"
+            )
+    elif held:
+        what = "an RLEdit" if AGENT_FILE in held else "a HiEdit"
+        hint = "--resume continues it, or pass" if AGENT_FILE in held and args.agent == "rledit" else "pass"
+        raise ValueError(
+            f"{args.out!r} holds {what} checkpoint already; {hint} another --out (nothing was written)"
+        )
+
+
+def _resume_rledit(args: argparse.Namespace, env_kwargs: dict) -> int:
+    """``train rledit --resume``: load the checkpoint in ``--out`` on its own candidates and train it
+    until ``--sequences`` in total, saving as an uninterrupted run would."""
+    import gymnasium as gym
+
+    from agents.rledit import RLEditAgent
+    from edit_gym.editing.hypernet import trained_candidates
+
+    env = gym.make(args.env, candidates=trained_candidates(args.out), **env_kwargs)
+    try:
+        agent = RLEditAgent.load(args.out, env)
+        more = args.sequences - agent.sequences_trained
+        if more <= 0:
+            print(
+                f"{args.out} has trained {agent.sequences_trained} sequences, --sequences {args.sequences}: nothing to do"
+            )
+            return 0
+        print(f"resuming {args.out} at {agent.sequences_trained} sequences, {more} more")
+        agent.learn(
+            more,
+            tb_log_dir=args.tensorboard,
+            checkpoint_dir=args.out,
+            checkpoint_every=args.checkpoint_every,
+        )
+        agent.save(args.out)
+        print(f"wrote {args.out} ({agent.sequences_trained} sequences)")
+    finally:
+        env.close()
+    return _evaluate_trained(args)
+
+
 def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
@@ -392,6 +455,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import edit_gym  # noqa: F401  registers the ids
     from agents.rledit import MODEL_DEFAULTS, RLEditAgent, default_config, training_band
 
+    _check_out_folder(args)
     if args.agent == "hiedit":
         if args.masks_from:
             raise ValueError(
@@ -408,6 +472,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _announce(args.env)
     if args.masks_from:
         return _finetune_low_level(args, kwargs)
+    if args.resume:
+        return _resume_rledit(args, kwargs)
     env = gym.make(args.env, **kwargs)
     model = env.unwrapped.cfg.model
     names = env.unwrapped.candidate_names
@@ -727,7 +793,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="rledit: fine-tune a HiEdit checkpoint's RLEdit low level on the masks its selector "
         "picks (HiEdit's alternating fine-tuning; then retrain the selector with --low-level OUT)",
     )
-    tr.add_argument("--out", required=True, help="checkpoint folder to write")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="rledit: continue the checkpoint in --out (its settings, optimizer and sequence draw) "
+        "until it has trained --sequences in total",
+    )
+    tr.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint folder to write (refused if it holds a checkpoint already, unless --resume)",
+    )
     tr.set_defaults(func=_cmd_train)
     return parser
 

@@ -74,7 +74,7 @@ def test_cli_fine_tunes_the_low_level_on_the_selectors_masks(tmp_path, monkeypat
     assert len(recorded) == 2 and all(m.shape[0] == 4 and (m.sum(1) <= 2).all() for m in recorded)
     assert all((m.sum(1) < m.shape[1]).all() for m in recorded)  # a real partial selection
     refusals = [(["--lr", "0.1"], "drop --lr"), (["--discount", "0"], "drop --discount")]
-    for bad, message in [*refusals, (["--out", str(low)], "is the low level")]:
+    for bad, message in [*refusals, (["--out", str(low)], "holds an RLEdit checkpoint already")]:
         out = [] if bad[0] == "--out" else ["--out", str(tmp_path / "x")]
         assert main([*args[:-2], *bad, *out]) == 2
         assert message in capsys.readouterr().err

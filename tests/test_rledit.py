@@ -222,6 +222,38 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert "needs --checkpoint" in capsys.readouterr().err
 
 
+def test_cli_never_trains_over_a_checkpoint_and_resumes_one_exactly(tmp_path, capsys):
+    """`train rledit --out DIR` on a trained DIR is refused (files untouched); --resume continues it
+    to --sequences in total, equal to an uninterrupted run."""
+    from edit_gym.cache import folder_sha256
+    from edit_gym.cli import main
+
+    args = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "2", "--rank", "4"]
+    half, straight = tmp_path / "half", tmp_path / "straight"
+    assert main([*args, "--sequences", "1", "--out", str(half)]) == 0
+    assert main([*args, "--sequences", "2", "--out", str(straight)]) == 0
+    digest = folder_sha256(half)
+    capsys.readouterr()
+    assert main([*args, "--sequences", "2", "--out", str(half)]) == 2
+    err = capsys.readouterr().err
+    assert str(half) in err and "--resume continues it" in err and "nothing was written" in err
+    assert folder_sha256(half) == digest
+    assert main([*args, "--sequences", "2", "--resume", "--out", str(half)]) == 2  # its settings only
+    assert "drop --rank" in capsys.readouterr().err and folder_sha256(half) == digest
+    resume = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "2", "--resume"]
+    assert main([*resume, "--sequences", "2", "--out", str(half)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert json.loads((half / "agent.json").read_text())["sequences_trained"] == 2
+    env = _env()
+    a, b = RLEditAgent.load(half, env), RLEditAgent.load(straight, env)
+    for (name, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert main([*resume, "--sequences", "2", "--out", str(half)]) == 0  # already there: nothing to do
+    assert "nothing to do" in capsys.readouterr().out
+    assert main([*resume, "--sequences", "2", "--out", str(tmp_path / "none")]) == 2
+    assert "holds no RLEdit checkpoint" in capsys.readouterr().err
+
+
 def test_band_checkpoint_edits_its_own_band(tmp_path, capsys):
     """`--layers` trains on a slice of the default candidates; the checkpoint brings that slice along."""
     from edit_gym.cli import main
@@ -241,7 +273,9 @@ def test_band_checkpoint_edits_its_own_band(tmp_path, capsys):
     assert all(torch.equal(edited[c.name + ".weight"], c.param) for c in untouched)
     with pytest.raises(CheckpointError, match="trained for other candidate"):
         _env(editor=f"rledit:{out}", candidates=every)  # explicit candidates must match the net
-    assert main([*args[:-2], "--layers", "3:1", "--edits-per-sequence", "2", "--out", str(out)]) == 2
+    assert (
+        main([*args[:-2], "--layers", "3:1", "--edits-per-sequence", "2", "--out", str(tmp_path / "b")]) == 2
+    )
     assert "--layers '3:1'" in capsys.readouterr().err
 
 
