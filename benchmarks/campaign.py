@@ -46,6 +46,11 @@ class Planned:
     agent: str
 
     @property
+    def key(self) -> tuple:
+        """What a run record must match: (editor, length, per_step, agent)."""
+        return (self.editor, self.length, self.per_step, self.agent)
+
+    @property
     def label(self) -> str:
         return f"{self.editor} / {self.agent}, {self.length} edits, {self.per_step} per step"
 
@@ -108,19 +113,21 @@ class Status:
 
 def _records(runs_dir: Path) -> list[tuple[tuple, Recorded]]:
     """(setting key, what was recorded) for every run record of the plan's model and data."""
-    from edit_gym.leaderboard import load_runs
-    from edit_gym.result_file import load_result
+    import math
 
+    from edit_gym.leaderboard import PROTOCOLS, load_runs
+
+    wild_scores = PROTOCOLS["in the wild"]["score"]
     out = []
     for run in load_runs(runs_dir):
         if run.model != MODEL or run.data != DATA or run.digests:
             continue
-        wall = load_result(runs_dir / run.path).get("wall_seconds")
-        wild = any(k.startswith("wild_") for k in run.final)
+        wild = all(k in run.final for k in wild_scores)
+        wall = run.wall_seconds if math.isfinite(run.wall_seconds) and run.wall_seconds > 0 else None
         out.append(
             (
                 (run.editor, run.length, run.per_step, run.agent),
-                Recorded(run.seed, wild, float(wall) if wall else None, run.params, run.order[0]),
+                Recorded(run.seed, wild, wall, run.params, run.order[0]),
             )
         )
     return out
@@ -131,8 +138,7 @@ def campaign_status(runs_dir: str | Path = RUNS) -> list[Status]:
     records = _records(Path(runs_dir))
     statuses = []
     for planned in PLAN:
-        key = (planned.editor, planned.length, planned.per_step, planned.agent)
-        mine = sorted((r for k, r in records if k == key), key=lambda r: r.recorded)
+        mine = sorted((r for k, r in records if k == planned.key), key=lambda r: r.recorded)
         newest = mine[-1].params if mine else ""
         seeds = {r.seed: r for r in mine if r.params == newest}
         older = sorted({r.seed for r in mine if r.params != newest} - set(seeds))
@@ -142,12 +148,7 @@ def campaign_status(runs_dir: str | Path = RUNS) -> list[Status]:
 
 def _hours(planned: Planned, records: list[tuple[tuple, Recorded]]) -> float | None:
     """Median recorded wall hours of one run of this setting (else the editor's, scaled by length)."""
-    same = [
-        r.wall_seconds
-        for k, r in records
-        if k == (planned.editor, planned.length, planned.per_step, planned.agent)
-    ]
-    same = [w for w in same if w]
+    same = [r.wall_seconds for k, r in records if k == planned.key and r.wall_seconds]
     if same:
         return statistics.median(same) / 3600
     scaled = [

@@ -358,6 +358,16 @@ _RLEDIT_FLAGS = {
 _SWEPT = "; a model with swept defaults, e.g. smollm2-135m, uses those: agents/rledit.py MODEL_DEFAULTS)"
 
 
+def _explicit_rledit_flags(args: argparse.Namespace) -> list[str]:
+    """The RLEdit training flags given on the command line (a run that continues a checkpoint
+    trains with the checkpoint's own settings and refuses these)."""
+    return [
+        f"--{name.replace('_', '-')}"
+        for name in (*_RLEDIT_FLAGS, "layers")
+        if getattr(args, name) is not None
+    ]
+
+
 def _check_out_folder(args: argparse.Namespace) -> None:
     """A trained checkpoint in ``--out`` is never replaced by a run that starts over: refused (nothing
     written) unless ``--resume`` continues it; ``--resume`` needs one there and the RLEdit trainer."""
@@ -373,11 +383,7 @@ def _check_out_folder(args: argparse.Namespace) -> None:
             )
         if AGENT_FILE not in held:
             raise ValueError(f"--resume: {args.out!r} holds no RLEdit checkpoint ({AGENT_FILE}) to continue")
-        given = [
-            "--" + name.replace("_", "-")
-            for name in (*_RLEDIT_FLAGS, "layers")
-            if getattr(args, name) is not None
-        ]
+        given = _explicit_rledit_flags(args)
         if given:
             raise ValueError(
                 f"--resume continues the checkpoint with its own settings; drop {', '.join(given)}"
@@ -425,11 +431,7 @@ def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
     """``train rledit --masks-from HIEDIT_DIR``: one round of HiEdit's alternating fine-tuning."""
     from agents.alternating import finetune_low_level
 
-    given = [
-        f"--{name.replace('_', '-')}"
-        for name in (*_RLEDIT_FLAGS, "layers")
-        if getattr(args, name) is not None
-    ]
+    given = _explicit_rledit_flags(args)
     if given:
         raise ValueError(
             f"--masks-from continues the HiEdit checkpoint's low level with its own settings and "

@@ -129,6 +129,7 @@ class Run:
     tag: str = ""  # set by tables() when one label covers two parameter sets
     by_age: tuple = ()  # final token efficacy of the edits of each AGE_PARTS-th of the stream, oldest first
     measured: tuple = ()  # the scores the run was asked for (its record's protocol description)
+    wall_seconds: float = float("nan")  # the whole run, evaluations included
 
     @property
     def setting(self) -> tuple:
@@ -246,6 +247,7 @@ def _as_run(path: Path, result: dict, root: Path) -> Run:
             by_age=_by_age(result),
             params=_params_digest(result.get("params")),
             measured=tuple(result.get("protocol") or ()),
+            wall_seconds=float(result.get("wall_seconds") or "nan"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{name!r} is not a run record ({type(err).__name__}: {err})") from None
@@ -345,14 +347,11 @@ def _row(label: str, runs: list[Run], protocol: str) -> Row | None:
     """One row of a protocol's table, from the runs that measured that protocol (a run recorded
     without the in-the-wild pass is left out of the in-the-wild row, not the row out of the table)."""
     spec = PROTOCOLS[protocol]
-    if protocol == "teacher-forced":
-        if runs and not all(
-            all(k in r.final for k in spec["score"]) for r in [r for r in runs if not r.fault] or runs
-        ):
-            return None
-    else:
+    if protocol != "teacher-forced":
         runs = [r for r in runs if all(k in r.final or k in r.measured for k in spec["score"])]
     ok = [r for r in runs if not r.fault]
+    if runs and not all(all(k in r.final for k in spec["score"]) for r in ok or runs):
+        return None
     if not ok and protocol != "teacher-forced":
         return None
     cells = {key: _stat([r.final.get(key, float("nan")) for r in ok]) for key, _, _ in spec["columns"]}
