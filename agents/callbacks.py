@@ -45,6 +45,10 @@ class StepCallback(BaseCallback):
         if on not in ("step", "update"):
             raise ValueError(f"on must be 'step' or 'update', got {on!r}")
         self.fn, self.on = fn, on
+        self._start = 0
+
+    def _on_training_start(self) -> None:
+        self._start = self.num_timesteps  # a continued model starts past 0
 
     def _on_step(self) -> bool:
         if self.on == "step":
@@ -52,5 +56,5 @@ class StepCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:
-        if self.on == "update" and self.num_timesteps > 0:
+        if self.on == "update" and self.num_timesteps > self._start:
             self.fn(self.num_timesteps)

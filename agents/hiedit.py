@@ -16,10 +16,13 @@ RL on the env's ``reward="advantage"`` (r(mask) - r(all candidates) - w_sparse *
   pick the top K candidates, and the gradient of the post-edit loss reaches the scores through a
   straight-through estimator, dL/dm_j = s_j <dL/dW_j, dW_j> (:class:`StraightThroughSelector`).
 
-A checkpoint folder holds ``hiedit.json`` (trainer, the low-level editor, the action type) and the
-policy (``policy.safetensors`` + ``policy.json`` for ``ppo``; ``model.zip`` for ``sb3`` and
-``maskable``, SB3's own format).
-``edit-gym eval --agent hiedit --checkpoint DIR`` rebuilds the env with the same editor and action type.
+A checkpoint folder holds ``hiedit.json`` (trainer, the low-level editor, the action type, the env
+steps trained) and the policy (``policy.safetensors`` + ``policy.json`` and Adam's moments in
+``optimizer.safetensors`` for ``ppo`` and ``straight-through``; ``model.zip`` for ``sb3`` and
+``maskable``, SB3's own format, which holds its optimizer).
+``edit-gym eval --agent hiedit --checkpoint DIR`` rebuilds the env with the same editor and action type;
+``edit-gym train hiedit --resume --out DIR`` continues its training (:meth:`HiEditAgent.learn` on a
+loaded agent trains on from ``steps_trained``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from agents.checkpointing import PeriodicSave
+from agents.checkpointing import PeriodicSave, optimizer_parts, read_optimizer, write_optimizer
 from agents.features import LayerStatsExtractor
 from edit_gym.cache import atomic_write_folder
 from edit_gym.tensorboard_layout import step_scalars
@@ -105,6 +108,13 @@ class HiEditAgent:
                 model = algorithm("MultiInputPolicy", env, policy_kwargs=policy_kwargs, verbose=0, **settings)
         self.model = model
 
+    @property
+    def steps_trained(self) -> int:
+        """Env steps this selector has trained (over every ``learn`` call and resumed run)."""
+        if self.trainer in ("sb3", "maskable"):
+            return int(self.model.num_timesteps)
+        return int(self.model.steps_trained)
+
     def learn(
         self,
         total_timesteps: int,
@@ -123,8 +133,12 @@ class HiEditAgent:
         another multiple of that many env steps (the custom ``ppo``: at the next update boundary;
         ``sb3`` / ``maskable`` / ``straight-through``: at that step).
         Saves are atomic, so an interrupted run (Ctrl-C) keeps its last whole checkpoint.
+
+        ``total_timesteps`` are env steps *more*: a loaded agent continues from ``steps_trained``
+        with its optimizer state (and, for ``ppo``, its learning-rate schedule), on fresh episodes
+        (seeded by seed + steps so far). Step counts given to callbacks count from the first run.
         """
-        checkpoint = PeriodicSave(self.save, checkpoint_dir, checkpoint_every)
+        checkpoint = PeriodicSave(self.save, checkpoint_dir, checkpoint_every, start=self.steps_trained)
         if self.trainer == "ppo":
             self.model.args.tb_dir = tb_log_dir
             self.model.args.progress_bar = progress_bar
@@ -161,7 +175,11 @@ class HiEditAgent:
                     callback(steps, policy, None)
 
             callbacks.append(StepCallback(after_update, on="update"))
-            self.model.learn(total_timesteps, progress_bar=progress_bar, callback=callbacks)
+            if self.model.num_timesteps:  # a loaded model: seed its fresh episodes past the old ones
+                self.model.set_random_seed((self.model.seed or 0) + self.model.num_timesteps)
+            self.model.learn(
+                total_timesteps, progress_bar=progress_bar, callback=callbacks, reset_num_timesteps=False
+            )
             after_update(self.model.num_timesteps)  # the last update has no next rollout start
         return self
 
@@ -180,14 +198,19 @@ class HiEditAgent:
             "editor": self.editor,
             "action_type": ACTION_TYPE[self.trainer],
             "env_budget": self.env.unwrapped.cfg.budget,
+            "steps_trained": self.steps_trained,
         }
+        if self.trainer in ("ppo", "straight-through"):
+            groups, tensors = optimizer_parts(self.model.optimizer.state_dict())
 
         def build(tmp: Path) -> None:
             if self.trainer in ("ppo", "straight-through"):
                 from agents.ppo import write_policy
 
                 write_policy(self.model.policy, tmp, self.model.args)
+                write_optimizer(tmp, tensors, meta, groups)
                 meta["budget"] = getattr(self.model, "budget", None)
+                meta["episodes"] = getattr(self.model, "episodes", None)
             else:
                 self.model.save(tmp / "model.zip")
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
@@ -209,15 +232,21 @@ class HiEditAgent:
     @classmethod
     def load(cls, path: str | Path, env: Any) -> HiEditAgent:
         meta = cls.read_meta(path)
-        if meta["trainer"] == "ppo":
-            from agents.ppo import PPOAgent
+        if meta["trainer"] in ("ppo", "straight-through"):
+            from agents.ppo import PPOAgent, load_policy
 
-            model = PPOAgent.load(path, env)
-        elif meta["trainer"] == "straight-through":
-            from agents.ppo import load_policy
-
-            policy, args = load_policy(path, env.observation_space)
-            model = StraightThroughSelector(env, budget=meta["budget"], policy=policy, args=args)
+            if meta["trainer"] == "ppo":
+                model = PPOAgent.load(path, env)
+            else:
+                policy, args = load_policy(path, env.observation_space)
+                model = StraightThroughSelector(
+                    env, budget=meta["budget"], seed=args.seed, policy=policy, args=args
+                )
+                model.episodes = int(meta.get("episodes") or 0)
+            model.steps_trained = int(meta.get("steps_trained") or 0)
+            state = read_optimizer(Path(path), meta, META_FILE)
+            if state is not None:
+                model.optimizer.load_state_dict(state)
         else:
             from agents.sb3_safe import load_sb3
 
@@ -265,6 +294,8 @@ class StraightThroughSelector:
         self.policy = policy or Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=learning_rate)
         self.seed = seed
+        self.steps_trained = 0  # optimizer steps (one per env step) over every learn call
+        self.episodes = 0  # episodes finished; episode e runs on the stream of reset(seed + e)
 
     def scores(self, obs: dict) -> torch.Tensor:
         t = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in obs.items()}
@@ -335,8 +366,13 @@ class StraightThroughSelector:
         progress_bar: bool = False,
         after_step: Callable[[int, Any], None] | None = None,
     ) -> StraightThroughSelector:
-        """``after_step(steps_done, writer)`` runs after every optimizer step (e.g. a periodic
-        checkpoint, a held-out evaluation); ``writer`` is the TensorBoard writer or None."""
+        """Train ``total_timesteps`` more steps. ``after_step(steps_done, writer)`` runs after every
+        optimizer step (e.g. a periodic checkpoint, a held-out evaluation), ``steps_done`` counting
+        from the first run; ``writer`` is the TensorBoard writer or None.
+
+        A continued selector starts episode ``episodes`` on its stream (``reset(seed + episodes)``):
+        saved at an episode's end, it goes on exactly as an uninterrupted run; saved inside one, it
+        starts that episode over."""
         writer = None
         if tb_log_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -344,9 +380,10 @@ class StraightThroughSelector:
             writer = SummaryWriter(tb_log_dir)
         from tqdm.auto import tqdm
 
-        obs, _ = self.env.reset(seed=self.seed)
-        episode = 0
-        for step in tqdm(range(total_timesteps), desc="hiedit", unit="step", disable=not progress_bar):
+        obs, _ = self.env.reset(seed=self.seed + self.episodes)
+        first = self.steps_trained
+        steps = range(first, first + total_timesteps)
+        for step in tqdm(steps, desc="hiedit", unit="step", disable=not progress_bar):
             surrogate, info = self.mask_gradient(obs)
             self.optimizer.zero_grad()
             surrogate.backward()
@@ -355,9 +392,10 @@ class StraightThroughSelector:
                 writer.add_scalar("losses/post_edit_loss", info["loss"], step)
                 for tag, value in step_scalars(info, info["reward"]).items():  # the shared layout
                     writer.add_scalar(tag, value, step)
+            self.steps_trained = step + 1
             if info["terminated"]:
-                episode += 1
-                obs, _ = self.env.reset(seed=self.seed + episode)
+                self.episodes += 1
+                obs, _ = self.env.reset(seed=self.seed + self.episodes)
             else:
                 obs = info["obs"]
             if after_step is not None:

@@ -203,17 +203,30 @@ def train(
     envs: gym.vector.VectorEnv | None = None,
     policy: Policy | None = None,
     callback: Callable[[int, Policy, Any], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
 ) -> tuple[Policy, list[float]]:
     """Run PPO; returns the policy and the episodic returns seen during training (in order).
 
     ``callback(global_step, policy, writer)`` runs after every update (e.g. a held-out evaluation);
     ``writer`` is the TensorBoard writer, or None.
+
+    Continuing a run: pass its ``policy``, its ``optimizer`` (Adam's moments) and ``start_step``,
+    the env steps it has trained (a multiple of the batch); ``args.total_timesteps`` is then the
+    total to reach. The learning-rate schedule picks up at ``start_step`` of that total, and the
+    envs and RNGs are seeded with ``seed + start_step``: fresh episodes, not a replay of the first.
     """
     import random
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    if start_step % args.batch_size or not 0 <= start_step <= args.total_timesteps:
+        raise ValueError(
+            f"start_step must be a multiple of the batch ({args.batch_size}) between 0 and "
+            f"total_timesteps ({args.total_timesteps}), got {start_step}"
+        )
+    seed = args.seed + start_step
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     if envs is None:
         import edit_gym  # noqa: F401  registers the ids
 
@@ -221,7 +234,7 @@ def train(
     if not isinstance(envs.single_action_space, gym.spaces.Dict):
         raise ValueError("agents.ppo trains on the native Dict action (action_type='dict')")
     policy = policy or Policy(envs.single_observation_space, args.hidden, args.init_log_std)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = optimizer or make_optimizer(policy, args)
     writer = None
     if args.tb_dir:
         from torch.utils.tensorboard import SummaryWriter
@@ -240,15 +253,22 @@ def train(
     valid = torch.zeros((t_steps, n))  # 0 for NEXT_STEP autoreset steps (action ignored, reward 0)
     values = torch.zeros((t_steps, n))
 
-    global_step, start = 0, time.time()
+    global_step, start = start_step, time.time()
     step_stats = StepAverager()
-    next_obs, _ = envs.reset(seed=args.seed)
+    next_obs, _ = envs.reset(seed=seed)
     next_obs = _obs_tensor(next_obs)
     resetting = np.zeros(n, dtype=bool)  # the next step of this sub-env is an autoreset step
     ep_return, ep_returns = np.zeros(n), []
     num_iterations = max(1, args.total_timesteps // args.batch_size)
-    bar = tqdm(total=num_iterations * args.batch_size, desc="ppo", unit="step", disable=not args.progress_bar)
-    for iteration in range(1, num_iterations + 1):
+    first = start_step // args.batch_size + 1
+    bar = tqdm(
+        total=num_iterations * args.batch_size,
+        initial=start_step,
+        desc="ppo",
+        unit="step",
+        disable=not args.progress_bar,
+    )
+    for iteration in range(first, num_iterations + 1):
         bar.update(args.batch_size)
         if ep_returns:
             bar.set_postfix(ret=f"{np.mean(ep_returns[-10:]):.2f}")
@@ -344,7 +364,8 @@ def train(
             writer.add_scalar("losses/approx_kl", float(approx_kl), global_step)
             writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs)) if clipfracs else 0.0, global_step)
             writer.add_scalar("losses/explained_variance", explained, global_step)
-            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start)), global_step)
+            sps = (global_step - start_step) / (time.time() - start)
+            writer.add_scalar("charts/SPS", int(sps), global_step)
         if callback is not None:
             callback(global_step, policy, writer)
     bar.close()
@@ -355,6 +376,11 @@ def train(
         )
         writer.close()
     return policy, ep_returns
+
+
+def make_optimizer(policy: Policy, args: Args) -> torch.optim.Adam:
+    """The PPO optimizer of ``policy`` (a continued run loads its saved state into a new one)."""
+    return torch.optim.Adam(policy.parameters(), lr=args.learning_rate, eps=1e-5)
 
 
 def write_policy(policy: Policy, folder: Path, args: Args) -> None:
@@ -426,6 +452,8 @@ class PPOAgent:
             torch.manual_seed(self.args.seed)  # a seeded initial policy: runs with one seed are repeatable
             policy = Policy(env.observation_space, self.args.hidden, self.args.init_log_std)
         self.policy = policy
+        self.optimizer = make_optimizer(policy, self.args)
+        self.steps_trained = 0
 
     def learn(
         self,
@@ -433,8 +461,14 @@ class PPOAgent:
         envs: gym.vector.VectorEnv | None = None,
         callback: Callable[[int, Policy, Any], None] | None = None,
     ) -> PPOAgent:
-        self.args.total_timesteps = total_timesteps
-        self.policy, self.episodic_returns = train(self.args, envs, self.policy, callback)
+        """Train ``total_timesteps`` more env steps (continuing ``steps_trained``, the optimizer and
+        the learning-rate schedule of a loaded agent)."""
+        self.args.total_timesteps = self.steps_trained + total_timesteps
+        self.policy, self.episodic_returns = train(
+            self.args, envs, self.policy, callback, optimizer=self.optimizer, start_step=self.steps_trained
+        )
+        num_iterations = max(1, self.args.total_timesteps // self.args.batch_size)
+        self.steps_trained = max(self.steps_trained, num_iterations * self.args.batch_size)
         return self
 
     def predict(self, obs: dict, state=None, episode_start=None, deterministic: bool = True):

@@ -40,22 +40,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.checkpointing import PeriodicSave
+from agents.checkpointing import (
+    PeriodicSave,
+    jsonable,
+    optimizer_parts,
+    read_optimizer,
+    write_optimizer,
+)
 from edit_gym.actions import encode_action
-from edit_gym.cache import atomic_write_folder, file_sha256
+from edit_gym.cache import atomic_write_folder
 from edit_gym.editing.capture import capture
 from edit_gym.editing.hypernet import (
     CheckpointError,
     HyperNet,
     HyperNetConfig,
     load_hypernet,
-    verify_sha256,
     write_hypernet,
 )
 from edit_gym.editing.scores import answer_logprobs
 
 AGENT_FILE = "agent.json"
-OPTIMIZER_FILE = "optimizer.safetensors"  # Adam's moments: a resumed run continues exactly
 
 
 @dataclass
@@ -504,7 +508,7 @@ class RLEditAgent:
             "agent": "rledit",
             "config": asdict(self.config),
             "sequences_trained": self.sequences_trained,
-            "rng_state": _jsonable(self._rng.bit_generator.state) if self._rng is not None else None,
+            "rng_state": jsonable(self._rng.bit_generator.state) if self._rng is not None else None,
             "optimizer_param_groups": None,
             "env": {
                 "model": inner.cfg.model,
@@ -516,20 +520,11 @@ class RLEditAgent:
         optimizer = (
             self._trainer.optimizer.state_dict() if self._trainer is not None else self._optimizer_state
         )
-        tensors = {}
-        if optimizer is not None:
-            meta["optimizer_param_groups"] = _jsonable(optimizer["param_groups"])
-            for index, slots in optimizer["state"].items():
-                for name, value in slots.items():
-                    tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        groups, tensors = optimizer_parts(optimizer)
 
         def build(tmp: Path) -> None:
-            from safetensors.torch import save_file
-
             write_hypernet(self.net, tmp)
-            if tensors:
-                save_file(tensors, str(tmp / OPTIMIZER_FILE))
-                meta["optimizer_sha256"] = file_sha256(tmp / OPTIMIZER_FILE)
+            write_optimizer(tmp, tensors, meta, groups)
             (tmp / AGENT_FILE).write_text(json.dumps(meta, indent=1))
 
         atomic_write_folder(Path(path), build)
@@ -554,42 +549,8 @@ class RLEditAgent:
         if meta.get("rng_state"):
             agent._rng = np.random.default_rng()
             agent._rng.bit_generator.state = meta["rng_state"]
-        groups = meta.get("optimizer_param_groups")
-        if groups is not None:
-            agent._optimizer_state = _read_optimizer(
-                path / OPTIMIZER_FILE, groups, meta.get("optimizer_sha256")
-            )
+        agent._optimizer_state = read_optimizer(path, meta, AGENT_FILE)
         return agent
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, numpy / torch scalars to Python numbers (for JSON metadata)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        return value.item()
-    return value
-
-
-def _read_optimizer(path: Path, groups: list, sha256: str | None) -> dict:
-    """An Adam ``state_dict`` from a checkpoint's safetensors and JSON parts (checksummed, no pickle)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing (the checkpoint names optimizer state)")
-    verify_sha256(path, sha256, AGENT_FILE)
-    try:
-        flat = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
-    state: dict[int, dict] = {}
-    for key, value in flat.items():
-        index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": groups}
 
 
 def _spec_id(env: Any) -> str | None:

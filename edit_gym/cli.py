@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 AGENT_CHOICES = ("all", "fixed", "random", "topk-grad")
 
@@ -311,26 +313,27 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     import edit_gym  # noqa: F401  registers the ids
     from agents.hiedit import HiEditAgent, make_training_env
 
-    if not args.low_level:
-        raise ValueError(
-            "train hiedit needs --low-level (an RLEdit checkpoint folder, or a rule such as ridge)"
-        )
     if args.timesteps < 1:
         raise ValueError("--timesteps must be a positive integer")
     kwargs = {"num_edits": args.edits_per_sequence}
     if args.dataset:
         kwargs["dataset"] = args.dataset
-    _announce(args.env)
-    if args.budget is not None and args.trainer in ("ppo", "sb3"):
+    if args.resume:
+        return _resume_hiedit(args, kwargs)
+    if not args.low_level:
         raise ValueError(
-            f"--budget applies to the maskable and straight-through trainers, not {args.trainer}"
+            "train hiedit needs --low-level (an RLEdit checkpoint folder, or a rule such as ridge)"
         )
-    env_budget = args.budget if args.trainer == "maskable" else None
-    env = make_training_env(args.env, args.low_level, args.trainer, budget=env_budget, **kwargs)
-    extra = {"seed": args.seed} if args.trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
-    if args.trainer == "straight-through" and args.budget is not None:
+    trainer = args.trainer or "ppo"
+    if args.budget is not None and trainer in ("ppo", "sb3"):
+        raise ValueError(f"--budget applies to the maskable and straight-through trainers, not {trainer}")
+    _announce(args.env)
+    env_budget = args.budget if trainer == "maskable" else None
+    env = make_training_env(args.env, args.low_level, trainer, budget=env_budget, **kwargs)
+    extra = {"seed": args.seed} if trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
+    if trainer == "straight-through" and args.budget is not None:
         extra["budget"] = args.budget
-    agent = HiEditAgent(env, args.trainer, **extra)
+    agent = HiEditAgent(env, trainer, **extra)
     agent.learn(
         args.timesteps,
         tb_log_dir=args.tensorboard,
@@ -343,6 +346,75 @@ def _train_hiedit(args: argparse.Namespace) -> int:
     print(f"  edit-gym eval --agent hiedit --checkpoint {args.out} --env {args.env} --edits N")
     env.close()
     return 0
+
+
+def _resume_hiedit(args: argparse.Namespace, env_kwargs: dict) -> int:
+    """``train hiedit --resume``: load the selector in ``--out`` with its trainer, low level and
+    budget (flags that name others are refused) and train it until ``--timesteps`` env steps in total."""
+    from agents.hiedit import HiEditAgent, editor_spec, make_training_env
+
+    meta = HiEditAgent.read_meta(args.out)
+    if meta.get("steps_trained") is None:
+        raise ValueError(
+            f"--resume: {args.out!r} was saved without its training progress (an older edit-gym); "
+            "train a new selector into another --out"
+        )
+    trainer = meta["trainer"]
+    budget = meta.get("budget") if trainer == "straight-through" else meta.get("env_budget")
+    saved = {"--trainer": (args.trainer, trainer), "--budget": (args.budget, budget)}
+    saved["--low-level"] = (args.low_level and editor_spec(args.low_level), meta["editor"])
+    clash = [
+        f"{flag} {given} (it has {held})"
+        for flag, (given, held) in saved.items()
+        if given not in (None, held)
+    ]
+    if clash:
+        raise ValueError(f"--resume continues {args.out!r} with its own settings; drop {', '.join(clash)}")
+    _announce(args.env)
+    env_budget = budget if trainer == "maskable" else None
+    env = make_training_env(args.env, meta["editor"], trainer, budget=env_budget, **env_kwargs)
+    _train_on(
+        args,
+        env,
+        HiEditAgent,
+        lambda agent: agent.steps_trained,
+        args.timesteps,
+        "env steps",
+        progress_bar=True,
+    )
+    return 0
+
+
+def _train_on(
+    args: argparse.Namespace,
+    env: Any,
+    agent_class: Any,
+    count: Callable[[Any], int],
+    total: int,
+    unit: str,
+    **learn: Any,
+) -> bool:
+    """Load the checkpoint in ``--out`` on ``env`` and train it until ``count(agent)`` reaches
+    ``total`` ``unit``, saving as an uninterrupted run would; False when it is there already."""
+    try:
+        agent = agent_class.load(args.out, env)
+        more = total - count(agent)
+        if more <= 0:
+            print(f"{args.out} has trained {count(agent)} {unit} of the {total} asked for: nothing to do")
+            return False
+        print(f"resuming {args.out} at {count(agent)} {unit}, {more} more")
+        agent.learn(
+            more,
+            tb_log_dir=args.tensorboard,
+            checkpoint_dir=args.out,
+            checkpoint_every=args.checkpoint_every,
+            **learn,
+        )
+        agent.save(args.out)
+        print(f"wrote {args.out} ({count(agent)} {unit})")
+    finally:
+        env.close()
+    return True
 
 
 # `train rledit` flags (argparse dest) -> the RLEditConfig field each sets; unset flags stay None.
@@ -370,29 +442,32 @@ def _explicit_rledit_flags(args: argparse.Namespace) -> list[str]:
 
 def _check_out_folder(args: argparse.Namespace) -> None:
     """A trained checkpoint in ``--out`` is never replaced by a run that starts over: refused (nothing
-    written) unless ``--resume`` continues it; ``--resume`` needs one there and the RLEdit trainer."""
+    written) unless ``--resume`` continues it; ``--resume`` needs a checkpoint of the agent trained."""
     from agents.hiedit import META_FILE
     from agents.rledit import AGENT_FILE
 
     out = Path(args.out)
     held = [name for name in (AGENT_FILE, META_FILE) if (out / name).is_file()]
+    own = AGENT_FILE if args.agent == "rledit" else META_FILE
+    name = {AGENT_FILE: "RLEdit", META_FILE: "HiEdit"}
+    article = {AGENT_FILE: "an", META_FILE: "a"}
     if args.resume:
-        if args.agent != "rledit" or args.masks_from:
+        if args.masks_from:
             raise ValueError(
-                "--resume continues an RLEdit training run (`train rledit` without --masks-from)"
+                "--resume continues a training run; --masks-from starts a new one from a HiEdit selector"
             )
-        if AGENT_FILE not in held:
-            raise ValueError(f"--resume: {args.out!r} holds no RLEdit checkpoint ({AGENT_FILE}) to continue")
+        if own not in held:
+            raise ValueError(f"--resume: {args.out!r} holds no {name[own]} checkpoint ({own}) to continue")
         given = _explicit_rledit_flags(args)
         if given:
             raise ValueError(
                 f"--resume continues the checkpoint with its own settings; drop {', '.join(given)}"
             )
     elif held:
-        what = "an RLEdit" if AGENT_FILE in held else "a HiEdit"
-        hint = "--resume continues it, or pass" if AGENT_FILE in held and args.agent == "rledit" else "pass"
+        hint = "--resume continues it, or pass" if own in held else "pass"
         raise ValueError(
-            f"{args.out!r} holds {what} checkpoint already; {hint} another --out (nothing was written)"
+            f"{args.out!r} holds {article[held[0]]} {name[held[0]]} checkpoint already; {hint} another "
+            "--out (nothing was written)"
         )
 
 
@@ -405,26 +480,10 @@ def _resume_rledit(args: argparse.Namespace, env_kwargs: dict) -> int:
     from edit_gym.editing.hypernet import trained_candidates
 
     env = gym.make(args.env, candidates=trained_candidates(args.out), **env_kwargs)
-    try:
-        agent = RLEditAgent.load(args.out, env)
-        more = args.sequences - agent.sequences_trained
-        if more <= 0:
-            print(
-                f"{args.out} has trained {agent.sequences_trained} sequences, --sequences {args.sequences}: nothing to do"
-            )
-            return 0
-        print(f"resuming {args.out} at {agent.sequences_trained} sequences, {more} more")
-        agent.learn(
-            more,
-            tb_log_dir=args.tensorboard,
-            checkpoint_dir=args.out,
-            checkpoint_every=args.checkpoint_every,
-        )
-        agent.save(args.out)
-        print(f"wrote {args.out} ({agent.sequences_trained} sequences)")
-    finally:
-        env.close()
-    return _evaluate_trained(args)
+    trained = _train_on(
+        args, env, RLEditAgent, lambda agent: agent.sequences_trained, args.sequences, "sequences"
+    )
+    return _evaluate_trained(args) if trained else 0
 
 
 def _finetune_low_level(args: argparse.Namespace, env_kwargs: dict) -> int:
@@ -716,9 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("agent", choices=("rledit", "hiedit"), help="what to train")
     tr.add_argument(
         "--trainer",
-        default="ppo",
         choices=("ppo", "sb3", "maskable", "straight-through"),
-        help="hiedit: trainer (default: %(default)s)",
+        help="hiedit: trainer (default: ppo; with --resume, the checkpoint's)",
     )
     tr.add_argument(
         "--budget",
@@ -730,7 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--low-level", help="hiedit: the low-level rule, an RLEdit checkpoint folder or a rule name"
     )
     tr.add_argument(
-        "--timesteps", type=int, default=1024, help="hiedit: env steps to train (default: %(default)s)"
+        "--timesteps",
+        type=int,
+        default=1024,
+        help="hiedit: env steps to train (with --resume: in total; default: %(default)s)",
     )
     tr.add_argument(
         "--env",
@@ -798,8 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--resume",
         action="store_true",
-        help="rledit: continue the checkpoint in --out (its settings, optimizer and sequence draw) "
-        "until it has trained --sequences in total",
+        help="continue the checkpoint in --out with its own settings and optimizer: rledit until it "
+        "has trained --sequences in total (its sequence draw too: as if never stopped), hiedit until "
+        "--timesteps env steps (on fresh episodes)",
     )
     tr.add_argument(
         "--out",

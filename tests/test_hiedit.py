@@ -306,3 +306,98 @@ def test_hiedit_selects_the_layers_of_a_faithful_editor(tmp_path):
             "straight-through",
         )
     env.close()
+
+
+def _selector_state(agent: HiEditAgent) -> dict[str, torch.Tensor]:
+    """Policy weights and optimizer moments of a selector, by name."""
+    if agent.trainer in ("sb3", "maskable"):
+        policy, optimizer = agent.model.policy, agent.model.policy.optimizer
+    else:
+        policy, optimizer = agent.model.policy, agent.model.optimizer
+    state = {f"policy.{k}": v.clone() for k, v in policy.state_dict().items()}
+    for index, slots in optimizer.state_dict()["state"].items():
+        state.update({f"adam.{index}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()})
+    return state
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "sb3", "maskable", "straight-through"])
+def test_a_loaded_selector_continues_its_steps_and_optimizer(trainer, tmp_path):
+    """A saved selector keeps its env steps and Adam's moments; learn on the loaded one trains on
+    from there (the step count goes on, the moments are the saved ones when training resumes)."""
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", trainer, num_edits=4)
+    small = {"sb3": {"n_steps": 8, "batch_size": 8}, "ppo": {"num_steps": 4}}
+    small["maskable"] = small["sb3"]
+    agent = HiEditAgent(env, trainer, seed=0, **small.get(trainer, {}))
+    agent.learn(8)
+    assert agent.steps_trained == 8
+    before = _selector_state(agent)
+    loaded = HiEditAgent.load(agent.save(tmp_path / trainer), env)
+    assert loaded.steps_trained == 8
+    after = _selector_state(loaded)
+    assert before.keys() == after.keys() and any(k.startswith("adam.") for k in after)
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name
+    steps = []
+    loaded.learn(8, callback=lambda step, policy, writer: steps.append(step))
+    assert loaded.steps_trained == 16 and steps and steps[-1] == 16 and min(steps) > 8
+    moved = _selector_state(loaded)
+    assert any(not torch.equal(moved[k], after[k]) for k in after if k.startswith("policy."))
+
+
+def test_straight_through_resumed_at_an_episode_end_equals_an_uninterrupted_run(tmp_path):
+    """The published trainer is deterministic: 2 episodes, saved, then 2 more equal 4 in one go."""
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "straight-through", num_edits=3)
+    straight = HiEditAgent(env, "straight-through", seed=1, budget=2)
+    straight.learn(12)
+    half = HiEditAgent(env, "straight-through", seed=1, budget=2)
+    half.learn(6)
+    resumed = HiEditAgent.load(half.save(tmp_path / "half"), env)
+    assert resumed.model.episodes == 2
+    resumed.learn(6)
+    assert resumed.model.episodes == straight.model.episodes == 4
+    a, b = _selector_state(straight), _selector_state(resumed)
+    for name, value in a.items():
+        assert torch.equal(value, b[name]), name
+
+
+def test_custom_ppo_resumes_its_learning_rate_schedule(tmp_path):
+    """The custom PPO anneals over the total it is asked to reach: 16 + 16 steps end where 32 do."""
+    env = make_training_env("LifelongEdit-Tiny-v0", "ridge", "ppo", num_edits=4)
+    straight = HiEditAgent(env, "ppo", seed=0, num_steps=4).learn(32)
+    half = HiEditAgent(env, "ppo", seed=0, num_steps=4).learn(16)
+    resumed = HiEditAgent.load(half.save(tmp_path / "half"), env).learn(16)
+    lr = [a.model.optimizer.param_groups[0]["lr"] for a in (straight, resumed)]
+    assert lr[0] == pytest.approx(lr[1]) and lr[0] < 3e-3 / 2, lr
+
+
+def test_cli_resumes_a_selector_and_refuses_other_settings(tmp_path, capsys):
+    """`train hiedit --resume` goes on to --timesteps in total with the checkpoint's trainer, low
+    level and budget: the same command plus --resume works, a flag naming another is refused
+    (nothing written), and a selector already there has nothing to do. (SB3 trains whole rollouts
+    of 64 steps, so the counts here are multiples of 64.)"""
+    from edit_gym.cache import folder_sha256
+    from edit_gym.cli import main
+
+    out = tmp_path / "sel"
+    args = ["train", "hiedit", "--trainer", "maskable", "--low-level", "ridge", "--budget", "2"]
+    args += ["--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "4", "--out", str(out)]
+    assert main([*args, "--timesteps", "64"]) == 0
+    digest = folder_sha256(out)
+    capsys.readouterr()
+    assert main([*args, "--timesteps", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a HiEdit checkpoint already" in err and "--resume continues it" in err
+    clash = [*args[:3], "sb3", *args[4:5], "rledit-smollm2", *args[6:]]
+    assert main([*clash, "--timesteps", "128", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--trainer sb3 (it has maskable)" in err and "--low-level" in err
+    assert folder_sha256(out) == digest
+    assert main([*args, "--timesteps", "128", "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    meta = json.loads((out / "hiedit.json").read_text())
+    assert meta["steps_trained"] == 128 and meta["env_budget"] == 2
+    short = ["train", "hiedit", "--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "4", "--resume"]
+    assert main([*short, "--timesteps", "128", "--out", str(out)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert main([*short, "--timesteps", "128", "--out", str(tmp_path / "none")]) == 2
+    assert "holds no HiEdit checkpoint" in capsys.readouterr().err
