@@ -15,13 +15,12 @@ All are scored before the stream and after it, and each row's full result is sav
 file (``edit-gym plot OUT/rledit.json``). The net trains with the model's swept defaults
 (``agents.rledit.MODEL_DEFAULTS`` / ``MODEL_BANDS``) except its two learning rates, which are
 :data:`SHORT_RUN_RATES`: the swept ones are for runs of 40+ updates and move a 4-update net by
-about 0.1%, which no score can show. :func:`training_effect` says what training changed, edit by
+about 0.1%, which no score can show. :func:`edit_gym.stats.paired_effect` says what training changed, edit by
 edit, with its 95% interval; whichever row is better is what the table shows.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +127,7 @@ def run_demo(
 
     def evaluate(name: str, policy: str, file: str, before: dict | None, **extra: Any) -> dict:
         env = make(edits, run.eval_dataset, **extra)
-        try:  # per_edit: every edit's own final efficacy and specificity, for training_effect
+        try:  # per_edit: every edit's own final efficacy and specificity, for paired_effect
             result = run_episode(
                 env,
                 resolve_agent(policy, env),
@@ -194,27 +193,6 @@ def run_demo(
         editor=f"rledit:{checkpoint}",
     )
     return run
-
-
-def training_effect(untrained: dict, trained: dict) -> dict[str, tuple[float, float, int]]:
-    """What training changed on the same stream, edit by edit: per score (``efficacy``,
-    ``specificity``: each edit's own final value, ``run_episode(per_edit=True)``), the mean over
-    edits of (trained - untrained), the half-width of its 95% t-interval and the number of edits
-    paired (an edit without locality prompts has no specificity and is left out of that one)."""
-    from edit_gym.stats import interval
-
-    rows = [r.get("final_per_edit") or {} for r in (untrained, trained)]
-    out = {}
-    for score in ("efficacy", "specificity"):
-        a, b = (r.get(score) or [] for r in rows)
-        if not a or len(a) != len(b):
-            raise ValueError(
-                f"both runs need the per-edit final {score} of the same stream (run_episode(per_edit=True))"
-            )
-        diffs = [y - x for x, y in zip(a, b, strict=True) if math.isfinite(x) and math.isfinite(y)]
-        mean, half = interval(diffs) if diffs else (float("nan"), float("nan"))
-        out[score] = (mean, half, len(diffs))
-    return out
 
 
 def shipped_for(model: str) -> list:

@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         retention_points=getattr(args, "retention_points", 0),
         samples=getattr(args, "samples", 0),
         wild=getattr(args, "wild", False),
+        per_edit=True,  # each edit's own final scores: paired comparisons (`edit-gym compare`)
     )
     result["agent"] = args.agent
     checkpoint = getattr(args, "checkpoint_folder", None) or getattr(args, "checkpoint", None)
@@ -233,9 +234,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agents.demo import run_demo, training_effect
+    from agents.demo import run_demo
     from agents.registry import check_agent_spec
     from edit_gym.runner import comparison_table
+    from edit_gym.stats import paired_effect, paired_line
 
     check_agent_spec(args.agent)
     _announce(args.env)
@@ -272,12 +274,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(comparison_table(run.rows))
     if run.trained:
-        effect = training_effect(run.rows[run.untrained], run.rows[run.trained])
-        cells = "; ".join(
-            f"{score} {100 * mean:+.1f} points, 95% interval +-{100 * half:.1f} ({n} edits)"
-            for score, (mean, half, n) in effect.items()
+        effect = paired_effect(run.rows[run.untrained], run.rows[run.trained])
+        print(
+            f"training effect ({run.trained} - {run.untrained}), paired edit by edit: {paired_line(effect)}"
         )
-        print(f"training effect ({run.trained} - {run.untrained}), paired edit by edit: {cells}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from edit_gym.result_file import load_result
+    from edit_gym.runner import comparison_table
+    from edit_gym.stats import paired_effect, paired_line, same_stream
+
+    base, other = load_result(args.base), load_result(args.other)
+    same_stream(base, other)
+    names = [args.names[0], args.names[1]] if args.names else [Path(args.base).stem, Path(args.other).stem]
+    if names[0] == names[1]:
+        names = [f"{names[0]} (base)", f"{names[1]} (other)"]
+    print(
+        f"one stream: seed {base.get('seed')}, {base.get('edits')} edits of "
+        f"{Path(str(base['config'].get('dataset'))).name}; teacher-forced scores after the stream"
+    )
+    print(comparison_table({names[0]: base, names[1]: other}))
+    effect = paired_effect(base, other)
+    print(
+        f"{names[1]} - {names[0]}, paired edit by edit (each edit's own final score): {paired_line(effect)}"
+    )
     return 0
 
 
@@ -767,6 +789,17 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--readme", default="README.md", help="README whose headline block is updated")
     lb.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is out of date")
     lb.set_defaults(func=_cmd_leaderboard)
+    cp = sub.add_parser(
+        "compare",
+        help="two runs of one stream side by side, and their paired edit-by-edit differences",
+        description="Reads two result files of `edit-gym eval --json` on the same stream (same seed, "
+        "data and length: checked) and prints their final scores and OTHER - BASE per score, the mean "
+        "over edits of each edit's own final efficacy / specificity difference with its 95%% interval.",
+    )
+    cp.add_argument("base", help="result JSON of the reference run (e.g. an untrained agent)")
+    cp.add_argument("other", help="result JSON of the run compared with it")
+    cp.add_argument("--names", nargs=2, metavar=("BASE", "OTHER"), help="row names (default: file names)")
+    cp.set_defaults(func=_cmd_compare)
     pl = sub.add_parser("plot", help="draw the PNG figures of an evaluation JSON (from eval --json)")
     pl.add_argument("run", help="evaluation JSON written by `edit-gym eval --json`")
     pl.add_argument("--out", help="folder for the PNGs (default: next to RUN, RUN_plots/)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_demo_runs_a_faithful_editor_on_its_own_band_and_states_the_training_eff
     (its pre-edit scores are the untrained row's); the effect line is the paired per-edit mean."""
     import gymnasium as gym
 
-    from agents.demo import training_effect
+    from edit_gym.stats import paired_effect as training_effect
 
     argv = ["demo", "--env", "LifelongEdit-Tiny-v0", "--edits", "3", "--sequences", "1"]
     assert main([*argv, "--edits-per-sequence", "2", "--baselines", "memit", "--out", str(tmp_path)]) == 0
@@ -287,14 +288,14 @@ def test_demo_runs_a_faithful_editor_on_its_own_band_and_states_the_training_eff
 
 
 def test_training_effect_is_the_paired_mean_with_its_interval():
-    from agents.demo import training_effect
+    from edit_gym.stats import paired_effect
 
     nan = float("nan")
 
     def run(efficacy, specificity):
         return {"final_per_edit": {"efficacy": efficacy, "specificity": specificity}}
 
-    effect = training_effect(run([0.0, 0.5, 1.0], [1.0, nan, 0.5]), run([1.0, 0.5, 1.0], [0.5, 1.0, 0.5]))
+    effect = paired_effect(run([0.0, 0.5, 1.0], [1.0, nan, 0.5]), run([1.0, 0.5, 1.0], [0.5, 1.0, 0.5]))
     mean, half, n = effect["efficacy"]
     assert (n, mean) == (3, pytest.approx(1 / 3)) and half == pytest.approx(
         4.303 * (1 / 3) ** 0.5 / 3**0.5, rel=1e-3
@@ -302,4 +303,33 @@ def test_training_effect_is_the_paired_mean_with_its_interval():
     mean, half, n = effect["specificity"]  # the edit without locality prompts is left out
     assert (n, mean) == (2, pytest.approx(-0.25)) and half == pytest.approx(12.706 * 0.25, rel=1e-3)
     with pytest.raises(ValueError, match="per-edit final efficacy"):
-        training_effect(run([0.0], [1.0]), {"final_per_edit": {}})
+        paired_effect(run([0.0], [1.0]), {"final_per_edit": {}})
+
+
+def test_compare_pairs_two_eval_runs_of_one_stream_and_refuses_two_streams(tmp_path, capsys):
+    """`eval --json` records each edit's own final scores; `compare` prints both runs and the
+    paired differences, and refuses runs of different streams, naming what differs."""
+    from edit_gym.cli import main
+    from edit_gym.result_file import load_result
+    from edit_gym.stats import paired_effect
+
+    common = ["eval", "--env", "LifelongEdit-Tiny-v0", "--edits", "4", "--no-extended"]
+    files = {}
+    for agent, seed in (("all", 0), ("fixed", 0), ("fixed", 1)):
+        files[agent, seed] = tmp_path / f"{agent}{seed}.json"
+        assert main([*common, "--agent", agent, "--seed", str(seed), "--json", str(files[agent, seed])]) == 0
+    base, other = load_result(files["all", 0]), load_result(files["fixed", 0])
+    assert len(base["final_per_edit"]["efficacy"]) == 4
+    capsys.readouterr()
+    assert main(["compare", str(files["all", 0]), str(files["fixed", 0]), "--names", "all", "fixed"]) == 0
+    out = capsys.readouterr().out
+    mean, half, n = paired_effect(base, other)["efficacy"]
+    assert f"efficacy {100 * mean:+.1f} points, 95% interval +-{100 * half:.1f} ({n} edits)" in out
+    rows = [
+        line.split()[0]
+        for line in out.splitlines()
+        if re.match(r"^(before the stream|all|fixed) +[0-9.]+%", line)
+    ]
+    assert "fixed - all, paired edit by edit" in out and rows == ["before", "all", "fixed"], out
+    assert main(["compare", str(files["all", 0]), str(files["fixed", 1])]) == 2
+    assert "different streams: seed 0 vs 1" in capsys.readouterr().err
