@@ -547,8 +547,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         code = _train_hiedit(args)
         return code or _evaluate_trained(args)
 
-    if args.sequences < 1 or args.edits_per_sequence < 1:
-        raise ValueError("--sequences and --edits-per-sequence must be positive integers")
+    if args.sequences < 0 or args.edits_per_sequence < 1:
+        raise ValueError("--sequences must be >= 0 (0: the untrained net) and --edits-per-sequence positive")
+    if args.sequences == 0 and (args.masks_from or args.resume):
+        raise ValueError(
+            "--sequences 0 writes an untrained checkpoint; it does not go with --masks-from or --resume"
+        )
     kwargs = {"num_edits": args.edits_per_sequence, "final_eval": False}
     if args.dataset:
         kwargs["dataset"] = args.dataset
@@ -573,14 +577,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     explicit = {k: v for k, v in flags.items() if v is not None}
     config = default_config(model, seed=args.seed, **explicit)
     agent = RLEditAgent(env, config)
-    agent.learn(
-        args.sequences,
-        tb_log_dir=args.tensorboard,
-        checkpoint_dir=args.out,
-        checkpoint_every=args.checkpoint_every,
-    )
+    if args.sequences:
+        agent.learn(
+            args.sequences,
+            tb_log_dir=args.tensorboard,
+            checkpoint_dir=args.out,
+            checkpoint_every=args.checkpoint_every,
+        )
     agent.save(args.out)
-    print(f"wrote {args.out} ({agent.sequences_trained} sequences); use it with")
+    untrained = " (untrained: the identity net, the start that training is measured against)"
+    print(
+        f"wrote {args.out} ({agent.sequences_trained} sequences{untrained if not args.sequences else ''}); use it with"
+    )
     print(f"  edit-gym eval --agent rledit --checkpoint {args.out} --env {args.env} --edits N")
     print(f"  gym.make({args.env!r}, editor={agent.editor_spec(args.out)!r})")
     env.close()
@@ -832,7 +840,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment id (default: %(default)s, the one-step rule)",
     )
     tr.add_argument("--dataset", help="training data: built-in name, local JSON file, or datasets source")
-    tr.add_argument("--sequences", type=int, default=50, help="training sequences (default: %(default)s)")
+    tr.add_argument(
+        "--sequences",
+        type=int,
+        default=50,
+        help="rledit: training sequences (0: write the untrained net, the ablation's start; default: %(default)s)",
+    )
     tr.add_argument(
         "--edits-per-sequence",
         type=int,

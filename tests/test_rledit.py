@@ -422,3 +422,22 @@ def test_edit_latency_script_writes_its_table(tmp_path):
     assert "--optimized-iterations 3" in page.read_text()
     refused = subprocess.run([*args, "--optimized-iterations", "-1"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--optimized-iterations >= 0" in refused.stderr
+
+
+def test_cli_sequences_0_writes_the_untrained_net_of_the_same_settings(tmp_path, capsys):
+    """`train rledit --sequences 0`: the identity start of a training run (its settings, band and
+    seed), the "does training matter" reference; a run of N sequences starts from these weights."""
+    from edit_gym.cli import main
+
+    args = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "2", "--rank", "4"]
+    assert main([*args, "--sequences", "0", "--out", str(tmp_path / "zero")]) == 0
+    assert "untrained" in capsys.readouterr().out
+    zero = RLEditAgent.load(tmp_path / "zero", _env())
+    fresh = RLEditAgent(
+        _env(), RLEditConfig(**json.loads((tmp_path / "zero" / "agent.json").read_text())["config"])
+    )
+    assert zero.sequences_trained == 0 and zero.config.rank == 4
+    for (name, x), (_, y) in zip(zero.net.state_dict().items(), fresh.net.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert main([*args, "--sequences", "-1", "--out", str(tmp_path / "neg")]) == 2
+    assert ">= 0" in capsys.readouterr().err and not (tmp_path / "neg").exists()
