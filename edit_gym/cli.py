@@ -585,7 +585,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
         )
     agent.save(args.out)
-    untrained = " (untrained: the identity net, the start that training is measured against)"
+    untrained = ": the untrained identity net, the start that training is measured against"
     print(
         f"wrote {args.out} ({agent.sequences_trained} sequences{untrained if not args.sequences else ''}); use it with"
     )
