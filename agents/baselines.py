@@ -113,6 +113,13 @@ class RandomKAgent(_MaskAgent):
         mask[self.rng.choice(self.num_candidates, self.k, replace=False)] = True
         return mask
 
+    def episode_state(self) -> dict:
+        """The draws' RNG state (a resumed stream checkpoint continues the same draws)."""
+        return self.rng.bit_generator.state
+
+    def load_episode_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
 
 class TopKGradientAgent(_MaskAgent):
     """Edit the ``k`` candidates whose fine-tuning gradient for this request is largest."""

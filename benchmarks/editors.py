@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COUNTERFACT_TEST = ROOT.parent / "shared" / "data" / "counterfact" / "knowedit_counterfact_test.json"
 RESULTS = ROOT / "results" / "editors"
 RUNS = ROOT / "results" / "runs"  # sequential streams: the leaderboard's run store
+STREAM_CHECKPOINTS = ROOT / "runs" / "stream-checkpoints"  # streams in progress (not in git)
 SINGLE_METRICS = (
     "efficacy_score",
     "efficacy",
@@ -201,6 +203,10 @@ def stream(args) -> None:
                 if before_from:  # the record names it from the repository root
                     before_from = Path(before_from).resolve().relative_to(ROOT).as_posix()
             start = time.perf_counter()
+            # a stopped run continues from its last checkpoint when the command is run again
+            checkpoint = STREAM_CHECKPOINTS / path.stem if args.checkpoint_every else None
+            if checkpoint is not None and checkpoint.exists():
+                print(f"continuing {path.name} from {checkpoint}", flush=True)
             result = run_episode(  # per_edit: which edits the stream kept, by age (a few s more)
                 env,
                 agent,
@@ -210,6 +216,8 @@ def stream(args) -> None:
                 wild=args.wild,
                 before=before,
                 per_edit=True,
+                checkpoint=checkpoint,
+                checkpoint_every=args.checkpoint_every,
             )
             result.update(
                 {
@@ -219,12 +227,15 @@ def stream(args) -> None:
                     "data": data_name(args.data),
                     "editor": editor + (f" ({args.tag})" if args.tag else ""),
                     "agent": agent_name,
+                    # of this process; a resumed run (result["resumed_at"]) ran in pieces
                     "wall_seconds": time.perf_counter() - start,
                     "c0_tokens": _c0_tokens(),
                     "machine": _machine(),
                 }
             )
             path = record_run(result, RUNS)
+            if checkpoint is not None:
+                shutil.rmtree(checkpoint, ignore_errors=True)
             leaderboard_build(
                 RUNS,
                 ROOT / "docs" / "results.md",
@@ -422,6 +433,13 @@ def main() -> None:
         help="take the pre-edit scores of the same stream from a recorded run instead of computing them",
     )
     st.add_argument("--progress", action="store_true")
+    st.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=5,
+        help="steps between stream checkpoints in runs/stream-checkpoints/ (0: none); "
+        "a stopped run continues from its last one when the command is run again",
+    )
     sp = sub.add_parser("speed")
     sp.add_argument("--editors", nargs="+", required=True)
     sp.add_argument("--model", default="smollm2-135m")

@@ -88,6 +88,10 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         samples=getattr(args, "samples", 0),
         wild=getattr(args, "wild", False),
         per_edit=True,  # each edit's own final scores: paired comparisons (`edit-gym compare`)
+        checkpoint=getattr(args, "stream_checkpoint", None),
+        checkpoint_every=getattr(args, "checkpoint_every", 0)
+        if getattr(args, "stream_checkpoint", None)
+        else 0,
     )
     result["agent"] = args.agent
     checkpoint = getattr(args, "checkpoint_folder", None) or getattr(args, "checkpoint", None)
@@ -128,6 +132,12 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         with SummaryWriter(args.tensorboard) as writer:
             log_run(writer, result)
         print(f"wrote TensorBoard run {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
+    stream_checkpoint = getattr(args, "stream_checkpoint", None)
+    if stream_checkpoint and (args.json or getattr(args, "record", None)):
+        import shutil
+
+        shutil.rmtree(stream_checkpoint, ignore_errors=True)  # the result is written: nothing to resume
+        print(f"removed the stream checkpoint {stream_checkpoint}")
     env.close()
     return 0
 
@@ -725,6 +735,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--wild", action="store_true", help="also score by generation (in the wild; edit_gym/wild.py, slower)"
+    )
+    ev.add_argument(
+        "--stream-checkpoint",
+        metavar="DIR",
+        help="save the stream in progress to DIR and, if DIR holds one of this run, continue it "
+        "(removed once --json / --record is written)",
+    )
+    ev.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        help="with --stream-checkpoint: steps between saves (default: %(default)s; also saved after the last edit)",
     )
     ev.add_argument(
         "--record",

@@ -979,6 +979,109 @@ class LifelongEditEnv(gym.Env):
     def close(self) -> None:
         super().close()
 
+    # ------------------------------------------------------------------ stream checkpoints
+    # what a step changes besides the weights and the editor's memory (reset() rebuilds the rest)
+    _EPISODE_FIELDS = (
+        "_t",
+        "_times_edited",
+        "_drift",
+        "_moved_sum",
+        "_moved_count",
+        "_key_count",
+        "_key_history",
+        "_mask_history",
+        "_success_sum",
+        "_loss_sum",
+        "_kl_sum",
+        "_last",
+    )
+
+    def _stream_digest(self, stream) -> str:
+        """SHA-256 of the stream's requests (a checkpoint refuses data that changed under it)."""
+        import hashlib
+
+        rows = [asdict(self._requests[int(i)]) for i in stream]
+        return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+    def save_episode(self, path: str | Path, extra: dict | None = None, tag: dict | None = None) -> Path:
+        """Write the episode in progress to the folder ``path`` (a stream checkpoint, no pickle).
+
+        It holds the edited weights, the editor's memory of earlier edits (AlphaEdit's keys, PRUNE's
+        and UltraEdit's statistics), the observation statistics, the RNG and the request order;
+        ``extra`` (numbers, strings, lists, dicts, arrays) travels with it, e.g. a runner's
+        results so far; ``tag`` (plain JSON) names what made it, readable without loading
+        (:func:`edit_gym.episode_file.read_info`). :meth:`load_episode` continues it, here or in another process. A
+        finished episode can be saved too (its final evaluation is then all that is left).
+        Written atomically: an interruption leaves the previous checkpoint whole.
+        """
+        from edit_gym.episode_file import write_episode
+
+        if not hasattr(self, "_stream"):
+            raise gym.error.ResetNeeded("no episode to save: call reset() first")
+        state = {
+            "fields": {name: getattr(self, name) for name in self._EPISODE_FIELDS},
+            "weights": list(self._state.own),
+            "rule": self._rule.episode_state(),
+            "extra": extra or {},
+        }
+        info = {
+            "config": json.loads(json.dumps(asdict(self.cfg), default=str)),
+            "seed": self._np_random_seed,
+            "stream": [int(i) for i in self._stream],
+            "requests_sha256": self._stream_digest(self._stream),
+            "rng": self.np_random.bit_generator.state,
+            "finished": not self._ready,
+            "edits_done": min(self._t * self.cfg.edits_per_step, self.cfg.num_edits),
+            "tag": tag,
+        }
+        return write_episode(path, state, info)
+
+    def load_episode(self, path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+        """Continue the episode a :meth:`save_episode` folder holds: returns ``(observation, extra)``.
+
+        The env must have the configuration the checkpoint was made with, and its data the same
+        requests in the stream. Everything is checked before anything changes: a damaged folder,
+        another configuration or changed data raises ``ValueError`` naming it, and leaves this
+        env's weights and episode exactly as they were. A finished episode loads finished (step()
+        asks for a reset; evaluate() scores it).
+        """
+        from edit_gym.episode_file import EpisodeFileError, read_episode
+
+        state, info = read_episode(path, device=self._state.backbone.device)
+        mine = json.loads(json.dumps(asdict(self.cfg), default=str))
+        diff = sorted(
+            k for k in set(mine) | set(info.get("config", {})) if mine.get(k) != info["config"].get(k)
+        )
+        if diff:
+            shown = ", ".join(f"{k}={info['config'].get(k)!r} (this env: {mine.get(k)!r})" for k in diff[:4])
+            raise EpisodeFileError(f"{str(path)!r} was saved by an env with another configuration: {shown}")
+        stream = info["stream"]
+        if len(stream) != self.cfg.num_edits or not all(0 <= i < len(self._requests) for i in stream):
+            raise EpisodeFileError(f"{str(path)!r}: its request order does not fit this env's data")
+        if self._stream_digest(stream) != info["requests_sha256"]:
+            raise EpisodeFileError(
+                f"{str(path)!r}: the data's requests in its stream differ from those it was saved with"
+            )
+        weights, fields = state["weights"], state["fields"]
+        shapes = [tuple(w.shape) for w in self._state.own]
+        if [tuple(w.shape) for w in weights] != shapes or set(fields) != set(self._EPISODE_FIELDS):
+            raise EpisodeFileError(f"{str(path)!r} does not hold this env's candidates or episode fields")
+        self.reset(seed=info["seed"], options={"stream": stream})
+        self._state.restore(
+            [w.to(own.device, own.dtype) for w, own in zip(weights, self._state.own, strict=True)]
+        )
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self._key_history = [
+            h.to(c.param.device) for h, c in zip(self._key_history, self.candidates, strict=True)
+        ]
+        self._rule.load_episode_state(state["rule"])
+        self.np_random.bit_generator.state = info["rng"]
+        self._ready = not info["finished"]
+        if self._ready:
+            self._cap = self._capture(self._t)
+        return self._observation(), state["extra"]
+
     def __getstate__(self) -> dict:
         """Pickle without the model: the config rebuilds it, and the edited candidates travel as tensors."""
         state = self.__dict__.copy()

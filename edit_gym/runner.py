@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,8 @@ def run_episode(
     wild: bool = False,
     per_edit: bool = False,
     options: dict | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> dict:
     """One episode of ``agent`` on ``env`` (a Gymnasium env of this package, wrapped or not).
 
@@ -60,26 +63,85 @@ def run_episode(
     final efficacy and specificity (``result["final_per_edit"]``, stream order), for paired
     comparisons of two runs on the same stream. None of these changes the edits, only adds
     passes. ``options`` go to ``env.reset`` (e.g. ``{"stream": [...]}``, a fixed request order).
+
+    ``checkpoint`` names a folder for a stream checkpoint (:meth:`LifelongEditEnv.save_episode`):
+    written every ``checkpoint_every`` steps and once after the last edit (before the final
+    evaluation), with everything measured so far. If the folder already holds one of this run
+    (same env configuration, seed and options of this call), the episode continues from it, and
+    the result equals an uninterrupted run's except for the timings (``result["resumed_at"]``
+    lists the edit counts it resumed at). An agent that keeps state between steps must offer
+    ``episode_state()`` / ``load_episode_state(state)`` for that to hold (the baselines do). The
+    caller removes the folder once the result is safe.
     """
     if retention_points < 0 or samples < 0:
         raise ValueError(f"retention_points and samples must be >= 0, got {retention_points}, {samples}")
+    if checkpoint_every < 0 or (checkpoint_every and checkpoint is None):
+        raise ValueError(
+            f"checkpoint_every must be >= 0 and needs a checkpoint folder, got {checkpoint_every}"
+        )
     from edit_gym.wild import WILD_PROTOCOL
 
     inner = env.unwrapped
     obs, _ = env.reset(seed=seed, options=options)
-    eval_seconds: dict[str, float] = {}
-    if before is None:
-        start = time.perf_counter()
-        before = inner.evaluate("stream", extended=extended, wild=wild, progress=progress)
-        eval_seconds["before"] = time.perf_counter() - start
-    outputs_before = inner.sample_outputs(samples) if samples else []
-    steps = inner.num_steps
+    run = {  # what must match for a checkpoint to continue this call
+        "seed": seed,
+        "extended": extended,
+        "wild": wild,
+        "retention_points": retention_points,
+        "samples": samples,
+        "per_edit": per_edit,
+        "options": _jsonable(options),
+        "agent": type(agent).__name__,
+    }
+    saved = _resume(env, agent, checkpoint, run) if checkpoint is not None else None
+    if saved is not None:
+        obs, progress_so_far = saved
+        before, outputs_before = progress_so_far["before"], progress_so_far["outputs_before"]
+        eval_seconds, retention = progress_so_far["eval_seconds"], progress_so_far["retention"]
+        curve = progress_so_far["curve"]
+        resumed_at = [*progress_so_far["resumed_at"], curve[-1]["edit_index"] if curve else 0]
+        seconds, cpu_seconds = progress_so_far["seconds"], progress_so_far["cpu_seconds"]
+        info = {"fault": progress_so_far["fault"]}
+        terminated = not inner._ready
+    else:
+        eval_seconds: dict[str, float] = {}
+        if before is None:
+            start = time.perf_counter()
+            before = inner.evaluate("stream", extended=extended, wild=wild, progress=progress)
+            eval_seconds["before"] = time.perf_counter() - start
+        outputs_before = inner.sample_outputs(samples) if samples else []
+        retention: dict[str, list] = {"after_edit": [], "efficacy": []}
+        curve: list[dict] = []
+        resumed_at: list[int] = []
+        seconds = cpu_seconds = 0.0
+        terminated = False
+    steps, steps_at_start = inner.num_steps, len(curve)
     checkpoints = {-(-r * steps // retention_points) for r in range(1, retention_points + 1)}
-    retention: dict[str, list] = {"after_edit": [], "efficacy": []}
-    curve: list[dict] = []
-    seconds = cpu_seconds = 0.0
-    terminated = False
-    with tqdm(total=inner.num_steps, desc="editing", unit="step", disable=not progress, leave=False) as bar:
+
+    def save() -> None:
+        extra = {
+            "before": before,
+            "outputs_before": outputs_before,
+            "eval_seconds": eval_seconds,
+            "retention": retention,
+            "curve": curve,
+            "resumed_at": resumed_at,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "fault": info.get("fault", "") if curve else "",
+        }
+        if hasattr(agent, "episode_state"):
+            extra["agent_state"] = agent.episode_state()
+        inner.save_episode(checkpoint, extra, tag=run)
+
+    with tqdm(
+        total=inner.num_steps,
+        initial=len(curve),
+        desc="editing",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    ) as bar:
         while not terminated:
             action, _ = agent.predict(obs, deterministic=True)
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -104,6 +166,10 @@ def run_episode(
             bar.set_postfix(eff=f"{info['efficacy']:.2f}", loss=f"{info['edit_loss_after']:.2f}")
             if info.get("fault"):
                 break
+            if checkpoint_every and len(curve) % checkpoint_every == 0 and not terminated:
+                save()
+    if checkpoint is not None and (saved is None or len(curve) > steps_at_start):
+        save()  # the edits are done: a stopped final evaluation restarts from here
     start = time.perf_counter()
     final = inner.evaluate("edited", extended=extended, wild=wild, progress=progress)
     eval_seconds["final"] = time.perf_counter() - start
@@ -148,6 +214,7 @@ def run_episode(
         # jobs sharing the machine or by a paused run
         "cpu_seconds_per_edit": cpu_seconds / max(edits, 1),
         "evaluation_seconds": eval_seconds,  # wall time of the before / final evaluations
+        **({"resumed_at": resumed_at} if resumed_at else {}),
         **({"final_per_edit": final_per_edit} if final_per_edit is not None else {}),
         "fault": info.get("fault", "") if curve else "",
         "candidate_names": list(inner.candidate_names),
@@ -157,6 +224,30 @@ def run_episode(
         "retention": retention,
         "samples": sample_rows,
     }
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def _resume(env: Any, agent: Any, checkpoint: str | Path, run: dict) -> tuple[dict, dict] | None:
+    """The observation and the saved progress of ``checkpoint`` if it holds this run, else None."""
+    from edit_gym.episode_file import META_FILE, EpisodeFileError, read_info
+
+    folder = Path(checkpoint)
+    if not (folder / META_FILE).exists():
+        return None
+    recorded = read_info(folder).get("tag")
+    if recorded != run:
+        theirs = recorded or {}
+        diff = ", ".join(f"{k}={theirs.get(k)!r} (now {run[k]!r})" for k in run if theirs.get(k) != run[k])
+        raise EpisodeFileError(f"{str(folder)!r} is a checkpoint of another run: {diff}")
+    obs, extra = env.unwrapped.load_episode(folder)
+    if "agent_state" in extra:
+        agent.load_episode_state(extra["agent_state"])
+    return obs, extra
 
 
 TABLE_METRICS = ("efficacy", "generalization", "specificity", "new_vs_true", "retention_first_n")
