@@ -14,7 +14,10 @@ holds the in-the-wild protocol too. When one setting's records hold two paramete
 changed between them), only the newest set counts, as the leaderboard would show them apart.
 
 The hours left are an estimate from the same setting's recorded wall time (else the same editor's
-at the other length, scaled by the number of edits), on the machine that recorded them.
+at the other length, scaled by the number of edits), on the machine that recorded them. A run in
+progress (a stream checkpoint under ``runs/stream-checkpoints``, written by the stream command and
+continued when the same command is run again) is shown with its edits done, and counts for what
+is left of it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import argparse
 import shlex
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
+CHECKPOINTS = ROOT / "runs" / "stream-checkpoints"  # benchmarks/editors.py stream: runs in progress
 MODEL = "smollm2-135m"
 DATA = "knowedit_counterfact_test"
 SEEDS = (0, 1, 2)
@@ -101,6 +105,7 @@ class Status:
     seeds: dict[int, Recorded]  # the newest parameter set's runs, by seed
     older: list[int]  # seeds recorded under an older parameter set only
     hours_per_run: float | None
+    running: dict[int, int] = field(default_factory=dict)  # seed -> edits done, of a stream checkpoint
 
     @property
     def missing(self) -> list[int]:
@@ -133,16 +138,40 @@ def _records(runs_dir: Path) -> list[tuple[tuple, Recorded]]:
     return out
 
 
-def campaign_status(runs_dir: str | Path = RUNS) -> list[Status]:
+def _in_progress(checkpoints: Path) -> dict[tuple, dict[int, int]]:
+    """(setting key) -> {seed: edits done} of the stream checkpoints under ``checkpoints``; a folder is
+    named like its run's record (``model/data/length/editor--agent[--K-per-step]--seed-S``)."""
+    from edit_gym.episode_file import META_FILE, EpisodeFileError, read_info
+
+    out: dict[tuple, dict[int, int]] = {}
+    for meta in sorted(checkpoints.glob(f"*/*/*/*/{META_FILE}")):
+        model, data, length, name = meta.parent.relative_to(checkpoints).parts
+        parts = name.split("--")
+        if model != MODEL or data != DATA or len(parts) < 3 or not parts[-1].startswith("seed-"):
+            continue
+        per_step = int(parts[2].split("-")[0]) if len(parts) == 4 else 1
+        try:
+            done = int(read_info(meta.parent)["edits_done"])
+        except (EpisodeFileError, KeyError, TypeError, ValueError) as err:
+            print(f"skipping {meta.parent}: {err}", file=sys.stderr)
+            continue
+        key = (parts[0], int(length), per_step, parts[1])
+        out.setdefault(key, {})[int(parts[-1][5:])] = done
+    return out
+
+
+def campaign_status(runs_dir: str | Path = RUNS, checkpoints: str | Path = CHECKPOINTS) -> list[Status]:
     """Each planned setting with its recorded seeds (newest parameter set), in plan order."""
     records = _records(Path(runs_dir))
+    running = _in_progress(Path(checkpoints))
     statuses = []
     for planned in PLAN:
         mine = sorted((r for k, r in records if k == planned.key), key=lambda r: r.recorded)
         newest = mine[-1].params if mine else ""
         seeds = {r.seed: r for r in mine if r.params == newest}
         older = sorted({r.seed for r in mine if r.params != newest} - set(seeds))
-        statuses.append(Status(planned, seeds, older, _hours(planned, records)))
+        progress = {seed: done for seed, done in running.get(planned.key, {}).items() if seed not in seeds}
+        statuses.append(Status(planned, seeds, older, _hours(planned, records), progress))
     return statuses
 
 
@@ -164,22 +193,24 @@ def render(statuses: list[Status], commands: bool = False) -> str:
     lines = [
         f"{MODEL}, CounterFact test, planned stream settings ({len(SEEDS)} seeds each):",
         "",
-        "| setting | recorded seeds | missing | without in-the-wild | older parameters only | h / run |",
-        "|---|---|---|---|---|---|",
+        "| setting | recorded seeds | missing | in progress (edits done) | without in-the-wild | "
+        "older parameters only | h / run |",
+        "|---|---|---|---|---|---|---|",
     ]
     left = 0.0
     unknown = []
     for s in statuses:
         hours = "?" if s.hours_per_run is None else f"{s.hours_per_run:.2f}"
         lines.append(
-            f"| {s.planned.label} | {_seeds(sorted(s.seeds))} | {_seeds(s.missing)} | "
+            f"| {s.planned.label} | {_seeds(sorted(s.seeds))} | {_seeds(s.missing)} | {_running(s)} | "
             f"{_seeds(s.without_wild)} | {_seeds(s.older)} | {hours} |"
         )
         if s.missing:
             if s.hours_per_run is None:
                 unknown.append(s.planned.label)
-            else:
-                left += s.hours_per_run * len(s.missing)
+            else:  # a run in progress counts for what is left of it
+                runs_left = sum(1 - s.running.get(seed, 0) / s.planned.length for seed in s.missing)
+                left += s.hours_per_run * runs_left
     done = sum(len(s.seeds) for s in statuses)
     lines += [
         "",
@@ -198,6 +229,11 @@ def render(statuses: list[Status], commands: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _running(status: Status) -> str:
+    done = status.running
+    return ", ".join(f"{seed} ({done[seed]}/{status.planned.length})" for seed in sorted(done)) or "-"
+
+
 def _seeds(seeds: list[int]) -> str:
     return ", ".join(map(str, seeds)) or "-"
 
@@ -206,11 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default=str(RUNS), help="the run store (default: results/runs)")
     parser.add_argument(
+        "--checkpoints", default=str(CHECKPOINTS), help="stream checkpoints of runs in progress"
+    )
+    parser.add_argument(
         "--commands", action="store_true", help="print the commands that record the missing runs"
     )
     parser.add_argument("--out", help="also write the page here (markdown)")
     args = parser.parse_args(argv)
-    text = render(campaign_status(args.runs), commands=args.commands)
+    text = render(campaign_status(args.runs, args.checkpoints), commands=args.commands)
     sys.stdout.write(text)
     if args.out:
         from edit_gym.cache import atomic_write_text

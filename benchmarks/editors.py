@@ -204,7 +204,9 @@ def stream(args) -> None:
                     before_from = Path(before_from).resolve().relative_to(ROOT).as_posix()
             start = time.perf_counter()
             # a stopped run continues from its last checkpoint when the command is run again
-            checkpoint = STREAM_CHECKPOINTS / path.stem if args.checkpoint_every else None
+            checkpoint = (
+                STREAM_CHECKPOINTS / path.relative_to(RUNS).with_suffix("") if args.checkpoint_every else None
+            )
             if checkpoint is not None and checkpoint.exists():
                 print(f"continuing {path.name} from {checkpoint}", flush=True)
             result = run_episode(  # per_edit: which edits the stream kept, by age (a few s more)
