@@ -68,6 +68,28 @@ def _announce(env_id: str) -> None:
     print(f"loading {env_id} (a first run converts/trains and caches the model)...", file=sys.stderr)
 
 
+def _recorded_before(args: argparse.Namespace, inner, extended: bool) -> tuple[dict | None, str | None]:
+    """With ``--reuse-before``: the same stream's pre-edit scores from the run store, if one has them."""
+    store = getattr(args, "reuse_before", None)
+    if not store:
+        return None, None
+    from dataclasses import asdict
+
+    from edit_gym.leaderboard import recorded_before
+    from edit_gym.wild import WILD_PROTOCOL
+
+    needs = ("efficacy_score", "neighbourhood_score") + (("perplexity",) if extended else ())
+    needs += tuple(WILD_PROTOCOL) if getattr(args, "wild", False) else ()
+    before, path = recorded_before(Path(store) / "runs", asdict(inner.cfg), args.seed, needs)
+    print(
+        f"pre-edit scores from {path}"
+        if path
+        else f"no recorded run in {store}/runs has this stream's pre-edit scores: computing them",
+        file=sys.stderr,
+    )
+    return before, path
+
+
 def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     import gymnasium as gym
 
@@ -79,11 +101,14 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     _announce(args.env)
     env = gym.make(args.env, final_eval=False, **env_kwargs)
     agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
+    extended = not getattr(args, "no_extended", False)
+    before, before_from = _recorded_before(args, env.unwrapped, extended)
     result = run_episode(
         env,
         agent,
         args.seed,
-        extended=not getattr(args, "no_extended", False),
+        before=before,
+        extended=extended,
         retention_points=getattr(args, "retention_points", 0),
         samples=getattr(args, "samples", 0),
         wild=getattr(args, "wild", False),
@@ -94,6 +119,8 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         else 0,
     )
     result["agent"] = args.agent
+    if before_from:
+        result["before_from"] = before_from
     checkpoint = getattr(args, "checkpoint_folder", None) or getattr(args, "checkpoint", None)
     if checkpoint and Path(checkpoint).exists():  # the weights behind the row (results never pool two)
         from edit_gym.cache import file_sha256, folder_sha256
@@ -735,6 +762,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--wild", action="store_true", help="also score by generation (in the wild; edit_gym/wild.py, slower)"
+    )
+    ev.add_argument(
+        "--reuse-before",
+        nargs="?",
+        const="results",
+        metavar="RESULTS",
+        help="take the pre-edit scores of the same stream (seed, data, length, model) from a run "
+        "recorded in RESULTS/runs/ instead of computing them (default: %(const)s; on 839 edits they "
+        "cost as much as the final evaluation)",
     )
     ev.add_argument(
         "--stream-checkpoint",

@@ -333,3 +333,23 @@ def test_compare_pairs_two_eval_runs_of_one_stream_and_refuses_two_streams(tmp_p
     assert "fixed - all, paired edit by edit" in out and rows == ["before", "all", "fixed"], out
     assert main(["compare", str(files["all", 0]), str(files["fixed", 1])]) == 2
     assert "different streams: seed 0 vs 1" in capsys.readouterr().err
+
+
+def test_eval_reuse_before_takes_the_streams_pre_edit_scores_from_the_store(tmp_path, capsys):
+    from edit_gym.cli import main
+    from edit_gym.result_file import load_result
+
+    common = ["eval", "--env", "LifelongEdit-Tiny-v0", "--edits", "4", "--no-extended"]
+    store = tmp_path / "results"
+    assert main([*common, "--agent", "all", "--record", str(store), "--json", str(tmp_path / "a.json")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.json"
+    assert main([*common, "--agent", "fixed", "--reuse-before", str(store), "--json", str(out)]) == 0
+    (recorded,) = (store / "runs").rglob("*.json")
+    assert f"pre-edit scores from {recorded}" in capsys.readouterr().err
+    reused = load_result(out)
+    assert reused["before_from"] == str(recorded)
+    assert reused["before"] == load_result(tmp_path / "a.json")["before"]
+    # another stream (seed 1): none recorded, computed and said so
+    assert main([*common, "--agent", "fixed", "--seed", "1", "--reuse-before", str(store)]) == 0
+    assert "no recorded run in" in capsys.readouterr().err

@@ -257,8 +257,25 @@ def test_recorded_before_reuses_only_the_same_stream(tmp_path):
     assert leaderboard.recorded_before(runs, cfg, 0) == ({"efficacy": 0.1}, str(path))
     assert leaderboard.recorded_before(runs, cfg, 1) == (None, None)  # another order
     assert leaderboard.recorded_before(runs, cfg, 0, needs=("wild_efficacy_f1",)) == (None, None)
-    assert leaderboard.recorded_before(runs, {**cfg, "known_only": True}, 0) == (None, None)
+    assert leaderboard.recorded_before(runs, {**cfg, "known_only": False}, 0) == (None, None)
     assert leaderboard.recorded_before(tmp_path / "nowhere", cfg, 0) == (None, None)
+    # what the env resolves the same: known_only None (the built-in facts: known ones only), the
+    # candidates (the unedited model's scores do not depend on what is edited)
+    same = {**cfg, "known_only": True, "candidates": ["model.layers.0.mlp.down_proj"]}
+    assert leaderboard.recorded_before(runs, same, 0) == ({"efficacy": 0.1}, str(path))
+
+
+def test_recorded_before_matches_a_data_file_named_relative_or_absolute(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cf.json").write_text("[]")
+    monkeypatch.chdir(tmp_path / "data")
+    run = {**_run("memit", 0, 0.5, 0.5, 0.5), "before": {"efficacy": 0.1}}
+    run["config"] = {**run["config"], "dataset": str(tmp_path / "data" / "cf.json")}
+    path = leaderboard.record_run(run, tmp_path / "runs")
+    relative = {**run["config"], "dataset": "../data/cf.json"}
+    assert leaderboard.recorded_before(tmp_path / "runs", relative, 0) == ({"efficacy": 0.1}, str(path))
+    other = {**run["config"], "dataset": "other.json"}
+    assert leaderboard.recorded_before(tmp_path / "runs", other, 0) == (None, None)
 
 
 def test_the_unedited_row_takes_each_seeds_fullest_pre_edit_scores(tmp_path):
