@@ -76,6 +76,7 @@ def test_stream_records_each_edits_final_scores_and_rebuilds_the_leaderboard(tmp
     editors = _editors_module()
     monkeypatch.setattr(editors, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(editors, "ROOT", tmp_path)
+    monkeypatch.setattr(editors, "STREAM_CHECKPOINTS", tmp_path / "checkpoints")
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text("# a readme\n")
     args = argparse.Namespace(
@@ -91,9 +92,13 @@ def test_stream_records_each_edits_final_scores_and_rebuilds_the_leaderboard(tmp
         force=False,
         reuse_before=False,
         progress=False,
+        checkpoint_every=1,
     )
     editors.stream(args)
     (path,) = (tmp_path / "runs").rglob("*.json")
+    # its stream checkpoint was written beside where the record goes, and removed once recorded
+    assert (tmp_path / "checkpoints" / path.relative_to(tmp_path / "runs").parent).is_dir()
+    assert not list((tmp_path / "checkpoints").rglob("episode.json"))
     record = json.loads(path.read_text())
     per_edit = record["final_per_edit"]
     assert len(per_edit["efficacy"]) == len(per_edit["specificity"]) == record["edits"] == 4
