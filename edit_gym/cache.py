@@ -218,6 +218,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+def _usual_permissions(folder: Path) -> None:
+    """What a plain ``mkdir`` / ``open`` would give, under the umask: ``mkdtemp`` makes the folder
+    0700, and some writers (safetensors) make their files 0600."""
+    mask = _umask()
+    for root, _dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def atomic_write_folder(path: Path, build: Callable[[Path], None]) -> None:
     """Write a whole folder (a checkpoint) so that ``path`` is always either the old or the new one.
 
@@ -231,6 +241,7 @@ def atomic_write_folder(path: Path, build: Callable[[Path], None]) -> None:
     old = path.parent / f".{path.name}.old"
     try:
         build(tmp)
+        _usual_permissions(tmp)
         if old.exists():
             shutil.rmtree(old)
         if path.exists():

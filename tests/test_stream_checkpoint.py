@@ -160,3 +160,22 @@ def test_cli_eval_continues_a_stopped_stream_and_removes_the_checkpoint(tmp_path
     whole, resumed = load_result(tmp_path / "whole.json"), load_result(out)
     assert resumed["resumed_at"] == [2]
     _same_run(resumed, whole)
+
+
+def test_a_checkpoint_folder_gets_the_usual_permissions(tmp_path):
+    """Written through a temporary folder (0700) and safetensors (0600 files), it ends as mkdir and
+    open would leave it under the umask, so another account that may read the folder can."""
+    import os
+
+    import torch
+
+    from edit_gym.episode_file import read_episode, write_episode
+
+    mask = os.umask(0)
+    os.umask(mask)
+    folder = write_episode(tmp_path / "ckpt", {"w": torch.ones(2), "t": 3}, {"edits_done": 3})
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask
+    for name in (META_FILE, TENSOR_FILE):
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    state, info = read_episode(folder)
+    assert state["t"] == 3 and state["w"].tolist() == [1.0, 1.0] and info == {"edits_done": 3}
