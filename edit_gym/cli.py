@@ -103,6 +103,7 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
     agent = resolve_agent(args.agent, env, getattr(args, "checkpoint", None))
     extended = not getattr(args, "no_extended", False)
     before, before_from = _recorded_before(args, env.unwrapped, extended)
+    stream_checkpoint = getattr(args, "stream_checkpoint", None)
     result = run_episode(
         env,
         agent,
@@ -113,10 +114,8 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         samples=getattr(args, "samples", 0),
         wild=getattr(args, "wild", False),
         per_edit=True,  # each edit's own final scores: paired comparisons (`edit-gym compare`)
-        checkpoint=getattr(args, "stream_checkpoint", None),
-        checkpoint_every=getattr(args, "checkpoint_every", 0)
-        if getattr(args, "stream_checkpoint", None)
-        else 0,
+        checkpoint=stream_checkpoint,
+        checkpoint_every=getattr(args, "checkpoint_every", 0) if stream_checkpoint else 0,
     )
     result["agent"] = args.agent
     if before_from:
@@ -159,7 +158,6 @@ def _run(args: argparse.Namespace, env_kwargs: dict) -> int:
         with SummaryWriter(args.tensorboard) as writer:
             log_run(writer, result)
         print(f"wrote TensorBoard run {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
-    stream_checkpoint = getattr(args, "stream_checkpoint", None)
     if stream_checkpoint and (args.json or getattr(args, "record", None)):
         import shutil
 

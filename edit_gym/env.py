@@ -32,7 +32,7 @@ from edit_gym.architectures import architecture_for, block_of, default_candidate
 from edit_gym.backbones import Backbone, load_backbone
 from edit_gym.candidates import Candidate, resolve_candidates
 from edit_gym.config import EnvConfig, make_config
-from edit_gym.data import BUILTIN_DATASETS, EditRequest, InvalidRecordError, load_requests
+from edit_gym.data import EditRequest, InvalidRecordError, load_requests, resolve_known_only
 from edit_gym.editing.capture import EditCapture, capture
 from edit_gym.editing.covariance import key_covariance
 from edit_gym.editing.methods import METHODS
@@ -332,9 +332,7 @@ class LifelongEditEnv(gym.Env):
         from edit_gym.known import known_requests
 
         requests = load_requests(self.cfg.dataset)
-        known_only = (
-            self.cfg.known_only if self.cfg.known_only is not None else self.cfg.dataset in BUILTIN_DATASETS
-        )
+        known_only = resolve_known_only(self.cfg.known_only, self.cfg.dataset)
         if known_only:
             requests = known_requests(self._state.backbone, requests, self.cfg.dataset)
         for r in requests:  # every target must tokenize to something before any episode starts
@@ -996,6 +994,10 @@ class LifelongEditEnv(gym.Env):
         "_last",
     )
 
+    def _config_json(self) -> dict:
+        """The configuration as plain JSON (what a stream checkpoint records and compares)."""
+        return json.loads(json.dumps(asdict(self.cfg), default=str))
+
     def _stream_digest(self, stream) -> str:
         """SHA-256 of the stream's requests (a checkpoint refuses data that changed under it)."""
         import hashlib
@@ -1025,7 +1027,7 @@ class LifelongEditEnv(gym.Env):
             "extra": extra or {},
         }
         info = {
-            "config": json.loads(json.dumps(asdict(self.cfg), default=str)),
+            "config": self._config_json(),
             "seed": self._np_random_seed,
             "stream": [int(i) for i in self._stream],
             "requests_sha256": self._stream_digest(self._stream),
@@ -1048,7 +1050,7 @@ class LifelongEditEnv(gym.Env):
         from edit_gym.episode_file import EpisodeFileError, read_episode
 
         state, info = read_episode(path, device=self._state.backbone.device)
-        mine = json.loads(json.dumps(asdict(self.cfg), default=str))
+        mine = self._config_json()
         diff = sorted(
             k for k in set(mine) | set(info.get("config", {})) if mine.get(k) != info["config"].get(k)
         )

@@ -16,10 +16,11 @@ runs code. A damaged, truncated or hand-edited folder is refused naming the file
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from edit_gym.result_file import json_digest
 
 EPISODE_FORMAT = "edit-gym-episode"
 EPISODE_VERSION = 1
@@ -106,11 +107,6 @@ def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, list | tuple) else key
 
 
-def _digest(meta: dict) -> str:
-    body = {k: v for k, v in meta.items() if k != "sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 def _tensor_refs(value: Any) -> set[str]:
     if isinstance(value, list):
         return set().union(*(_tensor_refs(v) for v in value)) if value else set()
@@ -139,7 +135,7 @@ def write_episode(path: str | Path, state: dict, info: dict) -> Path:
             "state": body,
             "tensors_sha256": file_sha256(tmp / TENSOR_FILE),
         }
-        meta["sha256"] = _digest(meta)
+        meta["sha256"] = json_digest(meta)
         atomic_write_text(tmp / META_FILE, json.dumps(meta, indent=1))
 
     atomic_write_folder(Path(path), build)
@@ -165,7 +161,7 @@ def _read_meta(folder: Path) -> dict:
         raise EpisodeFileError(
             f"{meta_path}: checkpoint version {meta.get('version')!r}, this edit-gym reads {EPISODE_VERSION}"
         )
-    if meta.get("sha256") != _digest(meta):
+    if meta.get("sha256") != json_digest(meta):
         raise EpisodeFileError(
             f"{meta_path} does not match its checksum (edited or damaged after it was written)"
         )

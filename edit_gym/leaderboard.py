@@ -163,7 +163,6 @@ def _data_name(result: dict) -> str:
     return data_name(str(result.get("config", {}).get("dataset", ""))) or "facts"
 
 
-# the configuration keys that fix a stream's requests and its pre-edit scores
 # what the pre-edit scores of a stream depend on (with the seed): the unedited model and the requests
 STREAM_KEYS = ("model", "dataset", "known_only", "num_edits", "device", "dtype")
 
@@ -171,12 +170,11 @@ STREAM_KEYS = ("model", "dataset", "known_only", "num_edits", "device", "dtype")
 def _stream_identity(config: dict) -> tuple:
     """:data:`STREAM_KEYS` of a run's config, with a local data file as its resolved path (runs name
     it absolute or relative to the repository) and ``known_only`` as the env resolves a ``None``."""
-    from edit_gym.data import BUILTIN_DATASETS
+    from edit_gym.data import resolve_known_only
 
-    values = dict.fromkeys(STREAM_KEYS) | {k: config.get(k) for k in STREAM_KEYS}
+    values = {k: config.get(k) for k in STREAM_KEYS}
     data = str(values["dataset"])
-    if values["known_only"] is None:
-        values["known_only"] = data in BUILTIN_DATASETS
+    values["known_only"] = resolve_known_only(values["known_only"], data)
     if Path(data).is_file():
         values["dataset"] = str(Path(data).resolve())
     return tuple(values[k] for k in STREAM_KEYS)
@@ -194,9 +192,10 @@ def recorded_before(
     came from in ``before_from``). Checksums are checked as for the tables.
     """
     folder = Path(root) / str(config["model"]) / data_name(str(config["dataset"])) / str(config["num_edits"])
+    wanted = _stream_identity(config)
     for path in sorted(folder.glob(f"*--seed-{int(seed)}.json")) if folder.is_dir() else []:
         run = load_result(path)
-        same = _stream_identity(run.get("config", {})) == _stream_identity(config)
+        same = _stream_identity(run.get("config", {})) == wanted
         before = run.get("before") or {}
         if same and run.get("seed") == seed and before and all(k in before for k in needs):
             return dict(before), str(path)

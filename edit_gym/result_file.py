@@ -15,8 +15,9 @@ RESULT_FORMAT = "edit-gym-result"
 RESULT_VERSION = 1
 
 
-def _digest(result: dict) -> str:
-    body = {k: v for k, v in result.items() if k != "sha256"}
+def json_digest(record: dict) -> str:
+    """SHA-256 of a JSON record's content without its own ``sha256`` field (the record's checksum)."""
+    body = {k: v for k, v in record.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -25,7 +26,7 @@ def save_result(result: dict, path: str | Path) -> Path:
     from edit_gym.cache import atomic_write_text
 
     stamped = {**result, "format": RESULT_FORMAT, "version": RESULT_VERSION}
-    stamped["sha256"] = _digest(stamped)
+    stamped["sha256"] = json_digest(stamped)
     atomic_write_text(Path(path), json.dumps(stamped, indent=2))
     return Path(path)
 
@@ -49,6 +50,6 @@ def load_result(path: str | Path) -> dict:
         raise ValueError(
             f"{str(p)!r}: result version {result.get('version')!r}, this edit-gym reads {RESULT_VERSION}"
         )
-    if result.get("sha256") != _digest(result):
+    if result.get("sha256") != json_digest(result):
         raise ValueError(f"{str(p)!r} does not match its checksum (edited or damaged after it was written)")
     return result

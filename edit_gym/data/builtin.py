@@ -120,3 +120,9 @@ def training_texts() -> list[tuple[str, str]]:
         for template in (templates["prompt"], *templates["paraphrases"]):
             pairs.append((fill(template, subject)[0], obj))
     return pairs
+
+
+def resolve_known_only(known_only: bool | None, dataset: str) -> bool:
+    """``known_only=None`` means: only the facts the model already knows for the built-in sets,
+    every record for other data."""
+    return known_only if known_only is not None else dataset in BUILTIN_DATASETS
