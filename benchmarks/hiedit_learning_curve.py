@@ -9,14 +9,21 @@ candidates per edit), or the paper's straight-through top-K scores (``--trainer 
 that objective does to the reward). Every ``--eval-every`` env steps
 it plays the *held-out* streams (test split, fixed seeds) with the deterministic selector, a
 random-K selector, a fixed block of K candidates (K = the budget, or as many candidates per edit as
-the learned selector touched) and all candidates (advantage 0, so its return is the sparsity cost
-alone). Writes a JSON, a Markdown table and a PNG plot (mean and 95% t-interval over the held-out
-seeds; with the candidate sets the learned selector chose on the held-out streams), and the same
-curves to TensorBoard (``eval/return_<selector>``).
+the learned selector touched), over a named method (``--low-level memit`` / ``alphaedit``) the
+method's own band (its paper's recipe, the ``band`` agent), and all candidates (advantage 0 under
+``--reference all``, so its return is the sparsity cost alone). Writes a JSON, a Markdown table and
+a PNG plot (mean and 95% t-interval over the held-out seeds; with the candidate sets the learned
+selector chose on the held-out streams), and the same curves to TensorBoard
+(``eval/return_<selector>``). ``--combine`` makes one curve of several training seeds' runs.
 
     python benchmarks/hiedit_learning_curve.py --env LifelongEdit-Tiny-v0 --low-level ridge \
         --timesteps 2048 --eval-every 256 --out results/hiedit/hiedit_learning_curve
     python benchmarks/hiedit_learning_curve.py --trainer maskable --budget 2 --out results/hiedit/hiedit_learning_curve_k2
+    # over MEMIT, against its band, 3 training seeds, then one curve of the three
+    for s in 0 1 2; do python benchmarks/hiedit_learning_curve.py --low-level memit --reference band \
+        --trainer maskable --budget 2 --seed $s --out results/hiedit/curve_memit_seed$s; done
+    python benchmarks/hiedit_learning_curve.py --combine results/hiedit/curve_memit_seed{0,1,2}.json \
+        --out results/hiedit/curve_memit
 """
 
 from __future__ import annotations
@@ -34,14 +41,31 @@ import numpy as np
 import torch
 
 import edit_gym  # noqa: F401  registers the ids
-from agents import AllCandidatesAgent, FixedBlockAgent, RandomKAgent
+from agents import AllCandidatesAgent, BandAgent, FixedBlockAgent, RandomKAgent
 from agents.hiedit import TRAINERS, HiEditAgent, make_training_env
 from edit_gym.cache import atomic_write_bytes, atomic_write_text
 from edit_gym.stats import interval
 
-SELECTORS = ("learned", "random_k", "fixed_k", "all")
+SELECTORS = ("learned", "random_k", "fixed_k", "band", "all")
+BASELINES = SELECTORS[1:]  # selectors that do not learn: the same episodes whatever the training seed
 BUDGETED = ("maskable", "straight-through")  # trainers that take --budget
-LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "all": "all"}
+LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "band": "band", "all": "all"}
+# what a combined curve (--combine) requires its runs to share
+SHARED_ARGS = (
+    "env",
+    "low_level",
+    "train_data",
+    "test_data",
+    "edits",
+    "timesteps",
+    "eval_every",
+    "eval_seeds",
+    "trainer",
+    "budget",
+    "learning_rate",
+    "w_sparse",
+    "reference",
+)
 
 
 def play(env, agent, seed: int, masks: set | None = None) -> tuple[float, float]:
@@ -62,8 +86,9 @@ def play(env, agent, seed: int, masks: set | None = None) -> tuple[float, float]
 def evaluate(
     env, selector, seeds: list[int], budget: int | None = None, baselines: dict | None = None
 ) -> dict:
-    """Held-out returns of the learned selector (anything with ``predict``), random-K, fixed-K and
-    all candidates; K = ``budget``, else as many candidates per edit as the learned one touched.
+    """Held-out returns of the learned selector (anything with ``predict``), random-K, fixed-K, the
+    named method's own band (when the env's editor is one and its band fits the budget) and all
+    candidates; K = ``budget``, else as many candidates per edit as the learned one touched.
 
     The baselines do not learn, so their seeded episodes are played once per K: ``baselines`` is a
     dict kept between calls (on SmolLM2 this saves most of an evaluation's time)."""
@@ -78,14 +103,19 @@ def evaluate(
             [play(env, FixedBlockAgent(env, size=k), s) for s in seeds],
             [play(env, AllCandidatesAgent(env), s) for s in seeds] if budget is None or budget >= n else [],
         )
+    if "band" not in baselines:  # does not depend on K
+        method = getattr(env.unwrapped, "method", None)
+        fits = method is not None and len(method.band()) <= (budget or n)
+        baselines["band"] = [play(env, BandAgent(env), s) for s in seeds] if fits else []
     randoms, fixed, alls = baselines[k]
     point = {
         "k": k,
         "learned_masks": sorted(chosen, key=lambda m: (len(m), m))[:20],
         "distinct_masks": len(chosen),
     }
-    for name, runs in zip(SELECTORS, (learned, randoms, fixed, alls), strict=True):
-        point[name] = {"returns": [r for r, _ in runs], "touched": float(np.mean([t for _, t in runs]))}
+    for name, runs in zip(SELECTORS, (learned, randoms, fixed, baselines["band"], alls), strict=True):
+        touched = float(np.mean([t for _, t in runs])) if runs else 0.0  # 0: not measured here
+        point[name] = {"returns": [r for r, _ in runs], "touched": touched}
     return point
 
 
@@ -104,6 +134,7 @@ def plot(data: dict, path: Path) -> None:
         "learned": f"HiEdit selector ({data['args'].get('trainer', 'ppo')})",
         "random_k": f"random-K ({k})",
         "fixed_k": f"fixed block ({k})",
+        "band": f"{data['args']['low_level']}'s band",
         "all": "all candidates",
     }
     for name in SELECTORS:
@@ -117,9 +148,11 @@ def plot(data: dict, path: Path) -> None:
     ax.set_xlabel("training env steps")
     ax.set_ylabel("held-out episode return (advantage reward)")
     args = data["args"]
+    seeds = data.get("training_seeds")
+    over = f"{len(seeds)} training seeds (learned), " if seeds else ""
     ax.set_title(
         f"{args['env']}: {args['edits']} edits on {Path(args['test_data']).stem}\n"
-        f"{len(args['eval_seeds'])} held-out seeds, w_sparse {args.get('w_sparse', 0.1)}",
+        f"{over}{len(args['eval_seeds'])} held-out seeds, w_sparse {args.get('w_sparse', 0.1)}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
@@ -146,7 +179,14 @@ def write_markdown(data: dict, path: Path) -> None:
         f"- env {args['env']}, low level `{args['low_level']}`, trained on `{args['train_data']}` "
         f"({args['edits']}-edit episodes), held-out `{args['test_data']}` streams with seeds "
         f"{args['eval_seeds']}; return = sum of the advantage reward (w_sparse "
-        f"{args.get('w_sparse', 0.1)}) over the episode; mean ± 95% t-interval over the held-out seeds; "
+        f"{args.get('w_sparse', 0.1)}, reference `{args.get('reference', 'all')}`) over the episode; "
+        + (
+            f"learned: mean ± 95% t-interval over {len(data['training_seeds'])} training seeds "
+            f"{data['training_seeds']} (each the mean of its held-out streams), the baselines (which do "
+            "not learn) over the held-out seeds; "
+            if data.get("training_seeds")
+            else "mean ± 95% t-interval over the held-out seeds; "
+        )
         + (
             f"selector trained with `{args.get('trainer', 'ppo')}` under a budget of K = {args['budget']} "
             "candidates per edit; random-K and fixed-K (a contiguous block) use the same K."
@@ -181,6 +221,64 @@ def write_markdown(data: dict, path: Path) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def combine(paths: list[Path]) -> dict:
+    """One curve from runs that differ only in their training seed (``--seed``): at each step, the
+    learned selector's value per run is the mean of its held-out returns (the interval is then over
+    training seeds); the baselines do not learn, so their held-out episodes must be the same in
+    every run, and they keep their held-out returns."""
+    if len(paths) < 2:
+        raise SystemExit("--combine takes two or more learning-curve JSON files")
+    runs = []
+    for path in paths:
+        try:
+            runs.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: not a readable learning-curve JSON ({exc})") from exc
+    first = runs[0]
+    for path, run in zip(paths[1:], runs[1:], strict=True):
+        differ = [key for key in SHARED_ARGS if run["args"].get(key) != first["args"].get(key)]
+        if differ:
+            raise SystemExit(f"{path}: not the same setting as {paths[0]} ({', '.join(differ)} differ)")
+        if [p["step"] for p in run["points"]] != [p["step"] for p in first["points"]]:
+            raise SystemExit(f"{path}: evaluated at other steps than {paths[0]}")
+    seeds = [run["args"]["seed"] for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--combine: training seeds repeat ({seeds})")
+    points = []
+    for at, base in enumerate(first["points"]):
+        per_run = [run["points"][at] for run in runs]
+        masks = sorted({tuple(m) for p in per_run for m in p["learned_masks"]}, key=lambda m: (len(m), m))
+        point = {
+            "step": base["step"],
+            "k": base["k"],
+            "learned_masks": masks[:20],
+            "distinct_masks": len(masks),
+            "learned": {
+                "returns": [float(np.mean(p["learned"]["returns"])) for p in per_run],
+                "touched": float(np.mean([p["learned"]["touched"] for p in per_run])),
+            },
+        }
+        for name in BASELINES:
+            if name not in base:
+                continue
+            if any(p.get(name) != base[name] for p in per_run):
+                raise SystemExit(
+                    f"the {name} baseline's held-out returns differ between the runs at step {base['step']}"
+                )
+            point[name] = base[name]
+        points.append(point)
+    return {
+        "args": {**first["args"], "seed": seeds},
+        "training_seeds": seeds,
+        "combined_from": [str(path) for path in paths],
+        "command": "python benchmarks/hiedit_learning_curve.py "
+        + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "machine": first["machine"],
+        "seconds": float(sum(run["seconds"] for run in runs)),
+        "points": points,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="LifelongEdit-Tiny-v0")
@@ -207,16 +305,33 @@ def main() -> None:
     parser.add_argument(
         "--save", help="also save the trained selector here (a folder for `edit-gym eval --agent hiedit`)"
     )
+    parser.add_argument(
+        "--reference",
+        choices=("all", "band"),
+        default="all",
+        help="the advantage reward's reference selection under a named method (the env's `reference`)",
+    )
     parser.add_argument("--render-only", action="store_true", help="redraw the table and plot from the JSON")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="write one curve over training seeds from runs of one setting (their --out .json files)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
-    if args.render_only:
+    if args.combine:
+        data = combine([Path(p) for p in args.combine])
+        atomic_write_text(out.with_suffix(".json"), json.dumps(data, indent=1))
+    elif args.render_only:
         data = json.loads(out.with_suffix(".json").read_text())
     else:
         if args.budget is not None and args.trainer not in BUDGETED:
             parser.error("--budget goes with --trainer maskable or straight-through")
         env_budget = args.budget if args.trainer == "maskable" else None  # the env enforces it
         common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": env_budget}
+        if args.reference != "all":  # the env's default; one-step rules take no other
+            common["reference"] = args.reference
         train_env = make_training_env(
             args.env, args.low_level, args.trainer, dataset=args.train_data, **common
         )

@@ -262,6 +262,11 @@ class LifelongEditEnv(gym.Env):
                 f"editor_params and target apply to the named methods ({', '.join(sorted(METHODS))}), "
                 f"not to the one-step rule {self.cfg.editor!r}"
             )
+        if self.cfg.reference != "all":  # a one-step rule has no band; its advantage is against all
+            raise ValueError(
+                f"reference={self.cfg.reference!r} needs a named method as the editor "
+                f"({', '.join(sorted(METHODS))}), not the one-step rule {self.cfg.editor!r}"
+            )
         try:
             return self._one_step_editor()
         except ValueError as err:

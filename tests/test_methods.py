@@ -381,3 +381,6 @@ def test_advantage_against_the_band_reference():
     assert rewards[0] != rewards[1]  # two different reference writes
     with pytest.raises(ValueError, match="unknown reference 'best'"):
         gym.make("LifelongEdit-Tiny-v0", reference="best")
+    # a one-step rule has no band: refused rather than silently measured against all candidates
+    with pytest.raises(ValueError, match="reference='band' needs a named method.*'ridge'"):
+        gym.make("LifelongEdit-Tiny-v0", editor="ridge", reward="advantage", reference="band")
