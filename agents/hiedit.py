@@ -198,6 +198,9 @@ class HiEditAgent:
             "editor": self.editor,
             "action_type": ACTION_TYPE[self.trainer],
             "env_budget": self.env.unwrapped.cfg.budget,
+            # how a named method writes a partial selection, and what the advantage compares it with
+            "target_block": self.env.unwrapped.cfg.target_block,
+            "reference": self.env.unwrapped.cfg.reference,
             "steps_trained": self.steps_trained,
         }
         if self.trainer in ("ppo", "straight-through"):

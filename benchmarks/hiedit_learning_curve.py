@@ -21,7 +21,7 @@ selector chose on the held-out streams), and the same curves to TensorBoard
     python benchmarks/hiedit_learning_curve.py --trainer maskable --budget 2 --out results/hiedit/hiedit_learning_curve_k2
     # over MEMIT, against its band, 3 training seeds, then one curve of the three
     for s in 0 1 2; do python benchmarks/hiedit_learning_curve.py --low-level memit --reference band \
-        --trainer maskable --budget 2 --seed $s --out results/hiedit/curve_memit_seed$s; done
+        --target-block band --trainer maskable --budget 2 --seed $s --out results/hiedit/curve_memit_seed$s; done
     python benchmarks/hiedit_learning_curve.py --combine results/hiedit/curve_memit_seed{0,1,2}.json \
         --out results/hiedit/curve_memit
 """
@@ -65,6 +65,7 @@ SHARED_ARGS = (
     "learning_rate",
     "w_sparse",
     "reference",
+    "target_block",
 )
 
 
@@ -179,7 +180,8 @@ def write_markdown(data: dict, path: Path) -> None:
         f"- env {args['env']}, low level `{args['low_level']}`, trained on `{args['train_data']}` "
         f"({args['edits']}-edit episodes), held-out `{args['test_data']}` streams with seeds "
         f"{args['eval_seeds']}; return = sum of the advantage reward (w_sparse "
-        f"{args.get('w_sparse', 0.1)}, reference `{args.get('reference', 'all')}`) over the episode; "
+        f"{args.get('w_sparse', 0.1)}, reference `{args.get('reference', 'all')}`, target block "
+        f"`{args.get('target_block', 'selection')}`) over the episode; "
         + (
             f"learned: mean ± 95% t-interval over {len(data['training_seeds'])} training seeds "
             f"{data['training_seeds']} (each the mean of its held-out streams), the baselines (which do "
@@ -311,6 +313,13 @@ def main() -> None:
         default="all",
         help="the advantage reward's reference selection under a named method (the env's `reference`)",
     )
+    parser.add_argument(
+        "--target-block",
+        choices=("selection", "band"),
+        default="selection",
+        help="under a named method: the target at the selection's top block or the band's (the env's "
+        "`target_block`)",
+    )
     parser.add_argument("--render-only", action="store_true", help="redraw the table and plot from the JSON")
     parser.add_argument(
         "--combine",
@@ -330,8 +339,9 @@ def main() -> None:
             parser.error("--budget goes with --trainer maskable or straight-through")
         env_budget = args.budget if args.trainer == "maskable" else None  # the env enforces it
         common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": env_budget}
-        if args.reference != "all":  # the env's default; one-step rules take no other
-            common["reference"] = args.reference
+        for option, default in (("reference", "all"), ("target_block", "selection")):
+            if getattr(args, option) != default:  # one-step rules take only the env's defaults
+                common[option] = getattr(args, option)
         train_env = make_training_env(
             args.env, args.low_level, args.trainer, dataset=args.train_data, **common
         )

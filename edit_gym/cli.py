@@ -355,6 +355,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         kwargs.update(editor=meta["editor"], action_type=meta["action_type"])
         if meta.get("env_budget") is not None:
             kwargs["budget"] = meta["env_budget"]
+        kwargs.update(_hiedit_env_options(meta))
         if args.editor:
             raise ValueError("--agent hiedit uses the low-level editor it was trained with; drop --editor")
     elif args.agent == "rledit":
@@ -364,6 +365,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elif args.editor:
         kwargs["editor"] = args.editor
     return _run(args, kwargs)
+
+
+def _hiedit_env_options(meta: dict) -> dict:
+    """The env options a HiEdit selector was trained under that change how a named method writes
+    (``target_block``) or is rewarded (``reference``); absent from older checkpoints (the defaults)."""
+    defaults = {"target_block": "selection", "reference": "all"}
+    return {key: meta[key] for key, default in defaults.items() if meta.get(key, default) != default}
 
 
 def _train_hiedit(args: argparse.Namespace) -> int:
@@ -386,6 +394,10 @@ def _train_hiedit(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget applies to the maskable and straight-through trainers, not {trainer}")
     _announce(args.env)
     env_budget = args.budget if trainer == "maskable" else None
+    if args.reference:
+        kwargs["reference"] = args.reference
+    if args.target_block:
+        kwargs["target_block"] = args.target_block
     env = make_training_env(args.env, args.low_level, trainer, budget=env_budget, **kwargs)
     extra = {"seed": args.seed} if trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
     if trainer == "straight-through" and args.budget is not None:
@@ -418,8 +430,11 @@ def _resume_hiedit(args: argparse.Namespace, env_kwargs: dict) -> int:
         )
     trainer = meta["trainer"]
     budget = meta.get("budget") if trainer == "straight-through" else meta.get("env_budget")
+    options = _hiedit_env_options(meta)
     saved = {"--trainer": (args.trainer, trainer), "--budget": (args.budget, budget)}
     saved["--low-level"] = (args.low_level and editor_spec(args.low_level), meta["editor"])
+    saved["--reference"] = (args.reference, options.get("reference", "all"))
+    saved["--target-block"] = (args.target_block, options.get("target_block", "selection"))
     clash = [
         f"{flag} {given} (it has {held})"
         for flag, (given, held) in saved.items()
@@ -429,7 +444,7 @@ def _resume_hiedit(args: argparse.Namespace, env_kwargs: dict) -> int:
         raise ValueError(f"--resume continues {args.out!r} with its own settings; drop {', '.join(clash)}")
     _announce(args.env)
     env_budget = budget if trainer == "maskable" else None
-    env = make_training_env(args.env, meta["editor"], trainer, budget=env_budget, **env_kwargs)
+    env = make_training_env(args.env, meta["editor"], trainer, budget=env_budget, **env_kwargs, **options)
     _train_on(
         args,
         env,
@@ -581,6 +596,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         code = _train_hiedit(args)
         return code or _evaluate_trained(args)
+    given = [flag for flag in ("reference", "target_block") if getattr(args, flag)]
+    if given:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        raise ValueError(f"{flags}: options of `train hiedit` over a named method, not of `train rledit`")
 
     if args.sequences < 0 or args.edits_per_sequence < 1:
         raise ValueError("--sequences must be >= 0 (0: the untrained net) and --edits-per-sequence positive")
@@ -883,6 +902,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--low-level", help="hiedit: the low-level rule, an RLEdit checkpoint folder or a rule name"
+    )
+    tr.add_argument(
+        "--reference",
+        choices=("all", "band"),
+        help="hiedit over a named method: the advantage reward's reference selection (default: all)",
+    )
+    tr.add_argument(
+        "--target-block",
+        choices=("selection", "band"),
+        help="hiedit over a named method: optimize the target at the selection's top block (default) "
+        "or at the band's top, so a partial selection is compared with the whole band (docs/hiedit.md)",
     )
     tr.add_argument(
         "--timesteps",

@@ -68,6 +68,13 @@ class EnvConfig:
     """The reference selection of ``reward="advantage"`` under a named method: ``all`` (every
     candidate at or below the target block) or ``band`` (the method's default band for the backbone,
     cut at the target block); written with the step's own target, scored and rolled back."""
+    target_block: str = "selection"
+    """Under a named method, where the step's target is optimized: ``selection`` (the block of the
+    highest selected candidate, as MEMIT puts it at the top of its layers) or ``band`` (the top of
+    the method's band, or of the selection when it reaches higher). With ``selection`` a reference
+    is cut at the selection's block, so a selection of the reference's lowest layers scores
+    advantage 0 against itself; with ``band`` every selection at or below the band's top is
+    compared with the whole band writing the same target."""
     w_loc: float = 1.0
     """Weight of the KL(pre-edit || edited) locality penalty on neighbourhood prompts."""
     w_sparse: float = 0.1
@@ -94,6 +101,7 @@ class EnvConfig:
 
 
 REFERENCES = ("all", "band")
+TARGET_BLOCKS = ("selection", "band")
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -120,6 +128,8 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
         )
     if cfg.reference not in REFERENCES:
         raise ValueError(f"unknown reference {cfg.reference!r} (known: {', '.join(REFERENCES)})")
+    if cfg.target_block not in TARGET_BLOCKS:
+        raise ValueError(f"unknown target_block {cfg.target_block!r} (known: {', '.join(TARGET_BLOCKS)})")
     if cfg.reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")
     if cfg.coef_range < 1.0:

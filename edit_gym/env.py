@@ -262,11 +262,13 @@ class LifelongEditEnv(gym.Env):
                 f"editor_params and target apply to the named methods ({', '.join(sorted(METHODS))}), "
                 f"not to the one-step rule {self.cfg.editor!r}"
             )
-        if self.cfg.reference != "all":  # a one-step rule has no band; its advantage is against all
-            raise ValueError(
-                f"reference={self.cfg.reference!r} needs a named method as the editor "
-                f"({', '.join(sorted(METHODS))}), not the one-step rule {self.cfg.editor!r}"
-            )
+        for option, default in (("reference", "all"), ("target_block", "selection")):
+            value = getattr(self.cfg, option)
+            if value != default:  # a one-step rule has no band and no target block
+                raise ValueError(
+                    f"{option}={value!r} needs a named method as the editor "
+                    f"({', '.join(sorted(METHODS))}), not the one-step rule {self.cfg.editor!r}"
+                )
         try:
             return self._one_step_editor()
         except ValueError as err:
@@ -654,8 +656,10 @@ class LifelongEditEnv(gym.Env):
     def _method_write(self, mask: np.ndarray, coef: np.ndarray):
         """A named method: the step's target once, spread over the selected candidates in layer order.
 
-        With ``reward="advantage"`` the reference outcome (``reference="all"``: every candidate at or
-        below the target block; ``"band"``: the method's band cut there; coefficient 0) is written
+        The target block is the highest selected candidate's, or with ``target_block="band"`` the
+        band's top when that is higher. With ``reward="advantage"`` the reference outcome
+        (``reference="all"``: every candidate at or below the target block; ``"band"``: the method's
+        band cut there; coefficient 0) is written
         with the same target, scored and rolled back first. Any
         fault (a diverged target, non-finite weights, a loss above ``max_loss``) rolls the weights
         and the method's state back; the reason is in ``info["fault"]``.
@@ -668,7 +672,12 @@ class LifelongEditEnv(gym.Env):
         scales[selected] = fractions
         start = time.perf_counter()
         snapshot = method.snapshot()
-        plan = method.plan(reqs, selected)
+        at = (
+            max(method.band(), key=lambda j: method.ctx.block_index[j])
+            if self.cfg.target_block == "band"
+            else None
+        )
+        plan = method.plan(reqs, selected, at)
         extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0}
         extra.update(plan.info, target_seconds=time.perf_counter() - start)
         reference = list(range(self.num_candidates))

@@ -401,3 +401,33 @@ def test_cli_resumes_a_selector_and_refuses_other_settings(tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().out
     assert main([*short, "--timesteps", "128", "--out", str(tmp_path / "none")]) == 2
     assert "holds no HiEdit checkpoint" in capsys.readouterr().err
+
+
+def test_cli_keeps_the_target_block_and_reference_of_a_selector_over_a_named_method(tmp_path, capsys):
+    """`train hiedit --reference band --target-block band` over MEMIT: the checkpoint records both,
+    `eval` and `--resume` rebuild the env with them (a flag naming another is refused, nothing
+    written), and `train rledit` refuses them."""
+    from edit_gym.cache import folder_sha256
+    from edit_gym.cli import _hiedit_env_options, main
+
+    out = tmp_path / "sel"
+    args = ["train", "hiedit", "--trainer", "maskable", "--low-level", "memit", "--budget", "2"]
+    args += ["--env", "LifelongEdit-Tiny-v0", "--edits-per-sequence", "2", "--out", str(out)]
+    args += ["--reference", "band", "--target-block", "band"]
+    assert main([*args, "--timesteps", "64"]) == 0
+    meta = json.loads((out / "hiedit.json").read_text())
+    assert _hiedit_env_options(meta) == {"target_block": "band", "reference": "band"}
+    assert _hiedit_env_options({"env_budget": 2}) == {}  # an older checkpoint: the defaults
+    digest = folder_sha256(out)
+    capsys.readouterr()
+    other = [*args[:-1], "selection", "--timesteps", "128", "--resume"]
+    assert main(other) == 2
+    assert "--target-block selection (it has band)" in capsys.readouterr().err
+    assert folder_sha256(out) == digest
+    result = tmp_path / "eval.json"
+    evaluate = ["eval", "--agent", "hiedit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
+    assert main([*evaluate, "--edits", "2", "--json", str(result)]) == 0
+    assert json.loads(result.read_text())["config"]["target_block"] == "band"
+    rledit = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--sequences", "1", "--target-block", "band"]
+    assert main([*rledit, "--out", str(tmp_path / "r")]) == 2
+    assert "--target-block: options of `train hiedit`" in capsys.readouterr().err

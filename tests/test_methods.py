@@ -384,3 +384,32 @@ def test_advantage_against_the_band_reference():
     # a one-step rule has no band: refused rather than silently measured against all candidates
     with pytest.raises(ValueError, match="reference='band' needs a named method.*'ridge'"):
         gym.make("LifelongEdit-Tiny-v0", editor="ridge", reward="advantage", reference="band")
+
+
+def test_target_block_band_compares_a_partial_selection_with_the_whole_band():
+    """With the target at the selection's block, the band's bottom layer alone is its own reference
+    (advantage 0 whatever it does); ``target_block="band"`` optimizes the target at the band's top,
+    so the same selection is compared with the whole band writing that target."""
+    outcomes = {}
+    for target_block in ("selection", "band"):
+        for selection in ([0], [0, 1]):
+            env = gym.make(
+                "LifelongEdit-Tiny-v0",
+                editor="memit",
+                num_edits=2,
+                reward="advantage",
+                reference="band",  # the tiny model's MEMIT band: blocks 0 and 1
+                target_block=target_block,
+            )
+            assert list(env.unwrapped.method.band()) == [0, 1]
+            env.reset(seed=3)
+            _, _, _, _, info = env.step(_band_action(env, selection))
+            outcomes[target_block, len(selection)] = (info["target_layer"], info["reward_advantage"])
+    assert outcomes["selection", 1] == (0, 0.0)  # the loophole: compared with itself
+    assert outcomes["selection", 2][0] == 1 and outcomes["band", 2] == outcomes["selection", 2]
+    layer, advantage = outcomes["band", 1]
+    assert layer == 1 and advantage != 0.0 and np.isfinite(advantage)
+    with pytest.raises(ValueError, match="unknown target_block 'top'"):
+        gym.make("LifelongEdit-Tiny-v0", editor="memit", target_block="top")
+    with pytest.raises(ValueError, match="target_block='band' needs a named method.*'ridge'"):
+        gym.make("LifelongEdit-Tiny-v0", editor="ridge", target_block="band")

@@ -149,18 +149,19 @@ class MethodEditor:
     def order(self, selected) -> list[int]:
         return sorted((int(j) for j in selected), key=lambda j: (self.ctx.block_index[j], j))
 
-    def plan(self, requests: list[EditRequest], selected) -> Plan:
-        """The target stage (once per step), at the block of the highest selected candidate."""
+    def plan(self, requests: list[EditRequest], selected, at: int | None = None) -> Plan:
+        """The target stage (once per step), at the block of the highest selected candidate, or of
+        candidate ``at`` when that sits higher."""
         plan = Plan(list(requests))
         if self.method.target == "none" or not len(selected):
             return plan
-        order = self.order(selected)
-        layer = self.ctx.block_index[order[-1]]
-        plan.sites = build_sites(self.ctx.encoder, plan.requests, self.templates(), self._device(order[-1]))
+        highest = self.order([*selected, *([] if at is None else [at])])[-1]
+        layer = self.ctx.block_index[highest]
+        plan.sites = build_sites(self.ctx.encoder, plan.requests, self.templates(), self._device(highest))
         if self.params["target"] == "optimized":
             plan.target = optimize_target(self.ctx.model, self.ctx.blocks, layer, plan.sites, self.params)
         else:
-            top = self.ctx.candidates[order[-1]].module
+            top = self.ctx.candidates[highest].module
             plan.target = gradient_target(
                 self.ctx.model, self.ctx.blocks, layer, plan.sites, top, self.ctx.step_size
             )
