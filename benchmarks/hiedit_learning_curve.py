@@ -47,7 +47,11 @@ from edit_gym.cache import atomic_write_bytes, atomic_write_text
 from edit_gym.stats import interval
 
 SELECTORS = ("learned", "random_k", "fixed_k", "band", "all")
-BASELINES = SELECTORS[1:]  # selectors that do not learn: the same episodes whatever the training seed
+BASELINES = SELECTORS[1:]
+SCORES = (
+    "efficacy",
+    "specificity",
+)  # immediate, per edit: what the held-out edits did, beside the return  # selectors that do not learn: the same episodes whatever the training seed
 BUDGETED = ("maskable", "straight-through")  # trainers that take --budget
 LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "band": "band", "all": "all"}
 # what a combined curve (--combine) requires its runs to share
@@ -69,19 +73,22 @@ SHARED_ARGS = (
 )
 
 
-def play(env, agent, seed: int, masks: set | None = None) -> tuple[float, float]:
-    """One held-out episode with ``agent.predict``: (return, mean fraction of candidates touched);
-    adds each step's set of edited candidates to ``masks`` if given."""
+def play(env, agent, seed: int, masks: set | None = None) -> tuple[float, float, float, float]:
+    """One held-out episode with ``agent.predict``: (return, mean fraction of candidates touched,
+    mean immediate efficacy, mean immediate specificity of its edits); adds each step's set of
+    edited candidates to ``masks`` if given."""
     obs, _ = env.reset(seed=seed)
-    total, touched, done = 0.0, [], False
+    total, touched, efficacy, specificity, done = 0.0, [], [], [], False
     while not done:
         obs, reward, terminated, truncated, info = env.step(agent.predict(obs, deterministic=True)[0])
         total += float(reward)
         touched.append(info["layers_touched"] / env.unwrapped.num_candidates)
+        efficacy.append(float(info["efficacy"]))
+        specificity.append(float(info["specificity"]))
         if masks is not None:
             masks.add(tuple(info["edited_candidates"]))
         done = terminated or truncated
-    return total, float(np.mean(touched))
+    return total, float(np.mean(touched)), float(np.mean(efficacy)), float(np.mean(specificity))
 
 
 def evaluate(
@@ -96,7 +103,7 @@ def evaluate(
     chosen: set[tuple[int, ...]] = set()
     learned = [play(env, selector, s, chosen) for s in seeds]
     n = env.unwrapped.num_candidates
-    k = budget or max(1, round(float(np.mean([t for _, t in learned])) * n))
+    k = budget or max(1, round(float(np.mean([run[1] for run in learned])) * n))
     baselines = {} if baselines is None else baselines
     if k not in baselines:
         baselines[k] = (
@@ -115,8 +122,11 @@ def evaluate(
         "distinct_masks": len(chosen),
     }
     for name, runs in zip(SELECTORS, (learned, randoms, fixed, baselines["band"], alls), strict=True):
-        touched = float(np.mean([t for _, t in runs])) if runs else 0.0  # 0: not measured here
-        point[name] = {"returns": [r for r, _ in runs], "touched": touched}
+        means = np.mean([run[1:] for run in runs], axis=0).tolist() if runs else [0.0] * 3  # 0: not run
+        point[name] = {
+            "returns": [run[0] for run in runs],
+            **dict(zip(("touched", *SCORES), means, strict=True)),
+        }
     return point
 
 
@@ -220,6 +230,24 @@ def write_markdown(data: dict, path: Path) -> None:
             + " | ".join(cells)
             + f" | {p['k']} | {100 * p['learned']['touched']:.0f}% | {chosen} |"
         )
+    last = data["points"][-1]
+    if all(score in last[name] for name in shown for score in SCORES):
+        lines += [
+            "",
+            f"What the held-out edits did at the last evaluation (step {last['step']}; means over the "
+            "held-out episodes"
+            + (", and over the training seeds for the learned selector" if data.get("training_seeds") else "")
+            + "; immediate scores, each edit right after its write):",
+            "",
+            "| selector | touched | immediate efficacy | immediate specificity |",
+            "|---|---|---|---|",
+        ]
+        for name in shown:
+            row = last[name]
+            lines.append(
+                f"| {LABELS[name]} | {100 * row['touched']:.0f}% | {100 * row['efficacy']:.1f} | "
+                f"{100 * row['specificity']:.1f} |"
+            )
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -257,7 +285,11 @@ def combine(paths: list[Path]) -> dict:
             "distinct_masks": len(masks),
             "learned": {
                 "returns": [float(np.mean(p["learned"]["returns"])) for p in per_run],
-                "touched": float(np.mean([p["learned"]["touched"] for p in per_run])),
+                **{
+                    key: float(np.mean([p["learned"][key] for p in per_run]))
+                    for key in ("touched", *SCORES)
+                    if all(key in p["learned"] for p in per_run)  # older runs lack the scores
+                },
             },
         }
         for name in BASELINES:

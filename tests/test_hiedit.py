@@ -428,6 +428,15 @@ def test_cli_keeps_the_target_block_and_reference_of_a_selector_over_a_named_met
     evaluate = ["eval", "--agent", "hiedit", "--checkpoint", str(out), "--env", "LifelongEdit-Tiny-v0"]
     assert main([*evaluate, "--edits", "2", "--json", str(result)]) == 0
     assert json.loads(result.read_text())["config"]["target_block"] == "band"
-    rledit = ["train", "rledit", "--env", "LifelongEdit-Tiny-v0", "--sequences", "1", "--target-block", "band"]
+    rledit = [
+        "train",
+        "rledit",
+        "--env",
+        "LifelongEdit-Tiny-v0",
+        "--sequences",
+        "1",
+        "--target-block",
+        "band",
+    ]
     assert main([*rledit, "--out", str(tmp_path / "r")]) == 2
     assert "--target-block: options of `train hiedit`" in capsys.readouterr().err

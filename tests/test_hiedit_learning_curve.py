@@ -28,8 +28,11 @@ def test_the_band_is_a_held_out_baseline_over_a_named_method(curve):
     assert point["band"]["touched"] == pytest.approx(len(band) / env.unwrapped.num_candidates)
     assert all(np.isfinite(point["band"]["returns"]))
     # the band's episodes are played once and reused, like the other baselines
-    again = curve.evaluate(env, learned, [100, 101], budget=len(band), baselines={"band": [(1.0, 0.5)] * 2})
-    assert again["band"]["returns"] == [1.0, 1.0]
+    assert 0.0 <= point["band"]["efficacy"] <= 1.0 and 0.0 <= point["band"]["specificity"] <= 1.0
+    again = curve.evaluate(
+        env, learned, [100, 101], budget=len(band), baselines={"band": [(1.0, 0.5, 0.25, 1.0)] * 2}
+    )
+    assert again["band"]["returns"] == [1.0, 1.0] and again["band"]["efficacy"] == 0.25
 
 
 def test_a_one_step_rule_has_no_band_baseline(curve):
@@ -53,9 +56,9 @@ def _run(seed: int, learned: list[list[float]], band: list[float] | None = None)
                 "k": 2,
                 "learned_masks": [[seed]],
                 "distinct_masks": 1,
-                "learned": {"returns": returns, "touched": 0.25 * (seed + 1)},
-                "random_k": {"returns": [-1.0, -3.0], "touched": 0.5},
-                "band": {"returns": band or [-0.5, -0.7], "touched": 0.5},
+                "learned": {"returns": returns, "touched": 0.25 * (seed + 1), "efficacy": 0.5 * seed},
+                "random_k": {"returns": [-1.0, -3.0], "touched": 0.5, "efficacy": 0.1},
+                "band": {"returns": band or [-0.5, -0.7], "touched": 0.5, "efficacy": 0.9},
             }
         )
     return {"args": args, "command": "c", "machine": "m", "seconds": 10.0, "points": points}
@@ -79,6 +82,12 @@ def test_combine_averages_each_training_seed_then_takes_the_interval_over_seeds(
     text = out.read_text()
     assert "over 2 training seeds [0, 1]" in text and "reference `band`" in text
     assert "| 16 | 4.000 ± 12.706 |" in text  # seed means 3 and 5: t(0.975, 1) * std([3, 5]) / sqrt(2)
+    for point in data["points"]:
+        for name in ("learned", "random_k", "band"):
+            point[name]["specificity"] = 1.0
+    curve.write_markdown(data, out)
+    text = out.read_text()
+    assert "| learned | 38% | 25.0 | 100.0 |" in text and "| band | 50% | 90.0 | 100.0 |" in text
 
 
 def test_combine_refuses_runs_of_other_settings(curve, tmp_path):
