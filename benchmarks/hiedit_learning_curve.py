@@ -163,7 +163,9 @@ def plot(data: dict, path: Path) -> None:
     over = f"{len(seeds)} training seeds (learned), " if seeds else ""
     ax.set_title(
         f"{args['env']}: {args['edits']} edits on {Path(args['test_data']).stem}\n"
-        f"{over}{len(args['eval_seeds'])} held-out seeds, w_sparse {args.get('w_sparse', 0.1)}",
+        f"{over}{len(args['eval_seeds'])} held-out seeds\n"
+        f"w_sparse {args.get('w_sparse', 0.1)}, reference {args.get('reference', 'all')}, "
+        f"target block {args.get('target_block', 'selection')}",
         fontsize=10,
     )
     ax.grid(alpha=0.3)
