@@ -101,16 +101,21 @@ class BandAgent(_MaskAgent):
 
 
 class RandomKAgent(_MaskAgent):
-    """Edit ``k`` candidates drawn uniformly for each request (default: the env's budget, else half)."""
+    """Edit ``k`` candidates drawn uniformly for each request (default: the env's budget, else half)
+    among those the env can write (all of them, except above the band's top under
+    ``target_block="band"``)."""
 
     def __init__(self, env: Any, k: int | None = None, seed: int = 0, coef: float = 0.0) -> None:
         super().__init__(env, coef)
         self.k = self._size(k)
+        self.pool = np.flatnonzero(env.unwrapped.writable())
+        if self.k > len(self.pool):
+            raise ValueError(f"k={self.k} is more than the {len(self.pool)} candidates the env can write")
         self.rng = np.random.default_rng(seed)
 
     def choose(self, obs: dict) -> np.ndarray:
         mask = np.zeros(self.num_candidates, dtype=bool)
-        mask[self.rng.choice(self.num_candidates, self.k, replace=False)] = True
+        mask[self.rng.choice(self.pool, self.k, replace=False)] = True  # same draws as over range(L)
         return mask
 
     def episode_state(self) -> dict:

@@ -105,10 +105,12 @@ def evaluate(
     n = env.unwrapped.num_candidates
     k = budget or max(1, round(float(np.mean([run[1] for run in learned])) * n))
     baselines = {} if baselines is None else baselines
+    writable = np.flatnonzero(env.unwrapped.writable())  # target_block="band": at or below its top
+    start = None if len(writable) == n else max(0, int(writable[-1]) - k + 1)  # a block ending there
     if k not in baselines:
         baselines[k] = (
             [play(env, RandomKAgent(env, k=k, seed=s), s) for s in seeds],
-            [play(env, FixedBlockAgent(env, size=k), s) for s in seeds],
+            [play(env, FixedBlockAgent(env, start=start, size=k), s) for s in seeds],
             [play(env, AllCandidatesAgent(env), s) for s in seeds] if budget is None or budget >= n else [],
         )
     if "band" not in baselines:  # does not depend on K

@@ -71,10 +71,13 @@ class EnvConfig:
     target_block: str = "selection"
     """Under a named method, where the step's target is optimized: ``selection`` (the block of the
     highest selected candidate, as MEMIT puts it at the top of its layers) or ``band`` (the top of
-    the method's band, or of the selection when it reaches higher). With ``selection`` a reference
-    is cut at the selection's block, so a selection of the reference's lowest layers scores
-    advantage 0 against itself; with ``band`` every selection at or below the band's top is
-    compared with the whole band writing the same target."""
+    the method's band; only the candidates at or below it can be selected: ``action_masks()``
+    forbids the others and a selection that names them edits without them). With ``selection`` the
+    selector moves the target and with it the reference, which is cut at the target block: the
+    reference's lowest layer alone scores advantage 0 against itself, and a block where no write
+    reaches the target makes every selection, the reference's too, fail alike (advantage about 0
+    for an edit that did not happen). With ``band`` every selection is compared with the whole
+    band writing the band's own target."""
     w_loc: float = 1.0
     """Weight of the KL(pre-edit || edited) locality penalty on neighbourhood prompts."""
     w_sparse: float = 0.1

@@ -531,23 +531,37 @@ class LifelongEditEnv(gym.Env):
             scales = scales / mask.sum()
         return np.where(mask, scales, 0.0)
 
+    def writable(self) -> np.ndarray:
+        """Which candidates a step can write: all, except under ``target_block="band"``, where the
+        target sits at the band's top block and the candidates above it cannot take it."""
+        method = self.method
+        if method is None or self.cfg.target_block != "band":
+            return np.ones(self.num_candidates, dtype=bool)
+        blocks = np.asarray(method.ctx.block_index[: self.num_candidates])
+        return blocks <= max(blocks[j] for j in method.band())
+
     def action_masks(self) -> np.ndarray:
         """Valid action components for sb3-contrib's ``MaskablePPO`` (flat, one entry per choice).
 
         ``slots``: "none" is forbidden in the first slot, so a masked policy always selects at least
-        one candidate; every other choice is allowed. Other action types: all True.
+        one candidate; every other choice of a :meth:`writable` candidate is allowed. ``mask`` /
+        ``multidiscrete``: selecting a candidate that is not writable is forbidden.
         """
         n = self.num_candidates
+        writable = self.writable()
         if self.cfg.action_type == "slots":
             masks = np.ones((self.cfg.budget, n + 1), dtype=bool)
+            masks[:, :n] = writable
             masks[0, n] = False
             return masks.ravel()
-        sizes = {"mask": 2 * n, "multidiscrete": n * (self.cfg.coef_levels + 1)}
-        if self.cfg.action_type not in sizes:
+        levels = {"mask": 2, "multidiscrete": self.cfg.coef_levels + 1}
+        if self.cfg.action_type not in levels:
             raise NotImplementedError(
                 f"action masks exist for discrete action types, not {self.cfg.action_type!r}"
             )
-        return np.ones(sizes[self.cfg.action_type], dtype=bool)
+        masks = np.ones((n, levels[self.cfg.action_type]), dtype=bool)
+        masks[:, 1:] = writable[:, None]  # choice 0 skips the candidate; the others select it
+        return masks.ravel()
 
     def step(self, action):
         if not self._ready:
@@ -657,7 +671,7 @@ class LifelongEditEnv(gym.Env):
         """A named method: the step's target once, spread over the selected candidates in layer order.
 
         The target block is the highest selected candidate's, or with ``target_block="band"`` the
-        band's top when that is higher. With ``reward="advantage"`` the reference outcome
+        band's top (the selected candidates above it are left out: ``info["not_writable"]``). With ``reward="advantage"`` the reference outcome
         (``reference="all"``: every candidate at or below the target block; ``"band"``: the method's
         band cut there; coefficient 0) is written
         with the same target, scored and rolled back first. Any
@@ -665,7 +679,9 @@ class LifelongEditEnv(gym.Env):
         and the method's state back; the reason is in ``info["fault"]``.
         """
         method = self.method
-        selected = np.array(method.order(np.flatnonzero(mask)), dtype=np.int64)
+        writable = self.writable()
+        dropped = int(np.count_nonzero(mask & ~writable))  # above the band's top: cannot take its target
+        selected = np.array(method.order(np.flatnonzero(mask & writable)), dtype=np.int64)
         reqs = [self._requests[i] for i in self._batch_requests(self._t)]
         fractions = shares([float(coef[j]) for j in selected], self.cfg.coef_range) if len(selected) else []
         scales = np.zeros(self.num_candidates)
@@ -678,7 +694,7 @@ class LifelongEditEnv(gym.Env):
             else None
         )
         plan = method.plan(reqs, selected, at)
-        extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0}
+        extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0, "not_writable": dropped}
         extra.update(plan.info, target_seconds=time.perf_counter() - start)
         reference = list(range(self.num_candidates))
         if self.cfg.reference == "band":

@@ -409,6 +409,31 @@ def test_target_block_band_compares_a_partial_selection_with_the_whole_band():
     assert outcomes["selection", 2][0] == 1 and outcomes["band", 2] == outcomes["selection", 2]
     layer, advantage = outcomes["band", 1]
     assert layer == 1 and advantage != 0.0 and np.isfinite(advantage)
+    # above the band's top nothing can take its target: masked for MaskablePPO, left out of a write
+    env = gym.make(
+        "LifelongEdit-Tiny-v0",
+        editor="memit",
+        num_edits=2,
+        target_block="band",
+        action_type="slots",
+        budget=2,
+    )
+    n = env.unwrapped.num_candidates
+    masks = env.unwrapped.action_masks().reshape(2, n + 1)
+    assert masks[:, :2].all() and not masks[:, 2:n].any() and masks[1, n] and not masks[0, n]
+    env = gym.make(
+        "LifelongEdit-Tiny-v0", editor="memit", num_edits=2, target_block="band", action_type="mask"
+    )
+    assert env.unwrapped.action_masks().reshape(n, 2)[:, 1].tolist() == [True, True] + [False] * (n - 2)
+    env.reset(seed=3)
+    _, _, _, _, info = env.step(_band_action(env, [0, n - 1]))
+    assert info["not_writable"] == 1 and info["target_layer"] == 1 and info["edited_candidates"] == [0]
+    from agents import RandomKAgent
+
+    draws = RandomKAgent(env, k=2, seed=0)  # random-K draws among the writable candidates only
+    assert all(np.flatnonzero(draws.choose({})).tolist() == [0, 1] for _ in range(5))
+    with pytest.raises(ValueError, match="k=3 is more than the 2 candidates the env can write"):
+        RandomKAgent(env, k=3)
     with pytest.raises(ValueError, match="unknown target_block 'top'"):
         gym.make("LifelongEdit-Tiny-v0", editor="memit", target_block="top")
     with pytest.raises(ValueError, match="target_block='band' needs a named method.*'ridge'"):
