@@ -534,11 +534,14 @@ class LifelongEditEnv(gym.Env):
     def writable(self) -> np.ndarray:
         """Which candidates a step can write: all, except under ``target_block="band"``, where the
         target sits at the band's top block and the candidates above it cannot take it."""
-        method = self.method
-        if method is None or self.cfg.target_block != "band":
+        if self.method is None or self.cfg.target_block != "band":
             return np.ones(self.num_candidates, dtype=bool)
-        blocks = np.asarray(method.ctx.block_index[: self.num_candidates])
-        return blocks <= max(blocks[j] for j in method.band())
+        blocks = np.asarray(self.method.ctx.block_index[: self.num_candidates])
+        return blocks <= blocks[self._band_top()]
+
+    def _band_top(self) -> int:
+        """The candidate of the named method's band in the highest block."""
+        return max(self.method.band(), key=lambda j: self.method.ctx.block_index[j])
 
     def action_masks(self) -> np.ndarray:
         """Valid action components for sb3-contrib's ``MaskablePPO`` (flat, one entry per choice).
@@ -671,12 +674,12 @@ class LifelongEditEnv(gym.Env):
         """A named method: the step's target once, spread over the selected candidates in layer order.
 
         The target block is the highest selected candidate's, or with ``target_block="band"`` the
-        band's top (the selected candidates above it are left out: ``info["not_writable"]``). With ``reward="advantage"`` the reference outcome
-        (``reference="all"``: every candidate at or below the target block; ``"band"``: the method's
-        band cut there; coefficient 0) is written
-        with the same target, scored and rolled back first. Any
-        fault (a diverged target, non-finite weights, a loss above ``max_loss``) rolls the weights
-        and the method's state back; the reason is in ``info["fault"]``.
+        band's top (selected candidates above it are left out: ``info["not_writable"]``). With
+        ``reward="advantage"`` the reference outcome (``reference="all"``: every candidate at or
+        below the target block; ``"band"``: the method's band cut there; coefficient 0) is written
+        with the same target, scored and rolled back first. Any fault (a diverged target,
+        non-finite weights, a loss above ``max_loss``) rolls the weights and the method's state
+        back; the reason is in ``info["fault"]``.
         """
         method = self.method
         writable = self.writable()
@@ -688,12 +691,7 @@ class LifelongEditEnv(gym.Env):
         scales[selected] = fractions
         start = time.perf_counter()
         snapshot = method.snapshot()
-        at = (
-            max(method.band(), key=lambda j: method.ctx.block_index[j])
-            if self.cfg.target_block == "band"
-            else None
-        )
-        plan = method.plan(reqs, selected, at)
+        plan = method.plan(reqs, selected, self._band_top() if self.cfg.target_block == "band" else None)
         extra = {"target_layer": -1, "target_nll": float("nan"), "target_steps": 0.0, "not_writable": dropped}
         extra.update(plan.info, target_seconds=time.perf_counter() - start)
         reference = list(range(self.num_candidates))
