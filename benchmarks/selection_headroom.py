@@ -103,7 +103,7 @@ def step_outcomes(env, family: dict[str, list[int]]) -> tuple[dict[str, dict], d
     mask = np.zeros(inner.num_candidates, dtype=bool)
     mask[band] = True
     action = encode_action(mask, np.zeros(inner.num_candidates), cfg.action_type, cfg.coef_levels)
-    method.plan = lambda _reqs, _sel: plan  # the band's step reuses this step's target
+    method.plan = lambda _reqs, _sel, _at=None: plan  # the band's step reuses this step's target
     try:
         _, reward, _, _, info = env.step(action)
     finally:
