@@ -44,14 +44,12 @@ import edit_gym  # noqa: F401  registers the ids
 from agents import AllCandidatesAgent, BandAgent, FixedBlockAgent, RandomKAgent
 from agents.hiedit import TRAINERS, HiEditAgent, make_training_env
 from edit_gym.cache import atomic_write_bytes, atomic_write_text
+from edit_gym.config import METHOD_OPTION_DEFAULTS, METHOD_OPTIONS
 from edit_gym.stats import interval
 
 SELECTORS = ("learned", "random_k", "fixed_k", "band", "all")
-BASELINES = SELECTORS[1:]
-SCORES = (
-    "efficacy",
-    "specificity",
-)  # immediate, per edit: what the held-out edits did, beside the return  # selectors that do not learn: the same episodes whatever the training seed
+BASELINES = SELECTORS[1:]  # selectors that do not learn: the same episodes whatever the training seed
+SCORES = ("efficacy", "specificity")  # immediate, per edit: what the held-out edits did, beside the return
 BUDGETED = ("maskable", "straight-through")  # trainers that take --budget
 LABELS = {"learned": "learned", "random_k": "random-K", "fixed_k": "fixed-K", "band": "band", "all": "all"}
 # what a combined curve (--combine) requires its runs to share
@@ -345,14 +343,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--reference",
-        choices=("all", "band"),
-        default="all",
+        choices=METHOD_OPTIONS["reference"],
+        default=METHOD_OPTION_DEFAULTS["reference"],
         help="the advantage reward's reference selection under a named method (the env's `reference`)",
     )
     parser.add_argument(
         "--target-block",
-        choices=("selection", "band"),
-        default="selection",
+        choices=METHOD_OPTIONS["target_block"],
+        default=METHOD_OPTION_DEFAULTS["target_block"],
         help="under a named method: the target at the selection's top block or the band's (the env's "
         "`target_block`)",
     )
@@ -375,7 +373,7 @@ def main() -> None:
             parser.error("--budget goes with --trainer maskable or straight-through")
         env_budget = args.budget if args.trainer == "maskable" else None  # the env enforces it
         common = {"num_edits": args.edits, "w_sparse": args.w_sparse, "budget": env_budget}
-        for option, default in (("reference", "all"), ("target_block", "selection")):
+        for option, default in METHOD_OPTION_DEFAULTS.items():
             if getattr(args, option) != default:  # one-step rules take only the env's defaults
                 common[option] = getattr(args, option)
         train_env = make_training_env(

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edit_gym.config import METHOD_OPTION_DEFAULTS, METHOD_OPTIONS
+
 AGENT_CHOICES = ("all", "fixed", "random", "topk-grad")
 
 
@@ -369,9 +371,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _hiedit_env_options(meta: dict) -> dict:
     """The env options a HiEdit selector was trained under that change how a named method writes
-    (``target_block``) or is rewarded (``reference``); absent from older checkpoints (the defaults)."""
-    defaults = {"target_block": "selection", "reference": "all"}
-    return {key: meta[key] for key, default in defaults.items() if meta.get(key, default) != default}
+    (``target_block``) or is rewarded (``reference``), where not the defaults; absent from older
+    checkpoints (the defaults)."""
+    return {
+        key: meta[key] for key, default in METHOD_OPTION_DEFAULTS.items() if meta.get(key, default) != default
+    }
+
+
+def _flag(option: str) -> str:
+    """The command-line flag of an env option: ``target_block`` -> ``--target-block``."""
+    return "--" + option.replace("_", "-")
+
+
+def _method_option_flags(args: argparse.Namespace) -> dict:
+    """The named-method env options given on the command line (``--reference``, ``--target-block``)."""
+    return {key: getattr(args, key) for key in METHOD_OPTIONS if getattr(args, key)}
 
 
 def _train_hiedit(args: argparse.Namespace) -> int:
@@ -394,10 +408,7 @@ def _train_hiedit(args: argparse.Namespace) -> int:
         raise ValueError(f"--budget applies to the maskable and straight-through trainers, not {trainer}")
     _announce(args.env)
     env_budget = args.budget if trainer == "maskable" else None
-    if args.reference:
-        kwargs["reference"] = args.reference
-    if args.target_block:
-        kwargs["target_block"] = args.target_block
+    kwargs.update(_method_option_flags(args))
     env = make_training_env(args.env, args.low_level, trainer, budget=env_budget, **kwargs)
     extra = {"seed": args.seed} if trainer != "ppo" else {"seed": args.seed, "learning_rate": 3e-3}
     if trainer == "straight-through" and args.budget is not None:
@@ -433,8 +444,8 @@ def _resume_hiedit(args: argparse.Namespace, env_kwargs: dict) -> int:
     options = _hiedit_env_options(meta)
     saved = {"--trainer": (args.trainer, trainer), "--budget": (args.budget, budget)}
     saved["--low-level"] = (args.low_level and editor_spec(args.low_level), meta["editor"])
-    saved["--reference"] = (args.reference, options.get("reference", "all"))
-    saved["--target-block"] = (args.target_block, options.get("target_block", "selection"))
+    for key, default in METHOD_OPTION_DEFAULTS.items():
+        saved[_flag(key)] = (getattr(args, key), options.get(key, default))
     clash = [
         f"{flag} {given} (it has {held})"
         for flag, (given, held) in saved.items()
@@ -596,9 +607,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         code = _train_hiedit(args)
         return code or _evaluate_trained(args)
-    given = [flag for flag in ("reference", "target_block") if getattr(args, flag)]
+    given = _method_option_flags(args)
     if given:
-        flags = ", ".join("--" + flag.replace("_", "-") for flag in given)
+        flags = ", ".join(map(_flag, given))
         raise ValueError(f"{flags}: options of `train hiedit` over a named method, not of `train rledit`")
 
     if args.sequences < 0 or args.edits_per_sequence < 1:
@@ -905,12 +916,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--reference",
-        choices=("all", "band"),
+        choices=METHOD_OPTIONS["reference"],
         help="hiedit over a named method: the advantage reward's reference selection (default: all)",
     )
     tr.add_argument(
         "--target-block",
-        choices=("selection", "band"),
+        choices=METHOD_OPTIONS["target_block"],
         help="hiedit over a named method: optimize the target at the selection's top block (default) "
         "or at the band's top, so a partial selection is compared with the whole band (docs/hiedit.md)",
     )

@@ -105,6 +105,10 @@ class EnvConfig:
 
 REFERENCES = ("all", "band")
 TARGET_BLOCKS = ("selection", "band")
+# The options only a named method takes (a one-step rule has no band and no target block): their
+# choices, and their defaults (EnvConfig's), which a one-step rule must keep.
+METHOD_OPTIONS = {"reference": REFERENCES, "target_block": TARGET_BLOCKS}
+METHOD_OPTION_DEFAULTS = {name: getattr(EnvConfig, name) for name in METHOD_OPTIONS}
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
@@ -129,10 +133,9 @@ def make_config(config: dict | None = None, **overrides) -> EnvConfig:
         raise ValueError(
             f"edits_per_step ({cfg.edits_per_step}) is larger than the stream (num_edits {cfg.num_edits})"
         )
-    if cfg.reference not in REFERENCES:
-        raise ValueError(f"unknown reference {cfg.reference!r} (known: {', '.join(REFERENCES)})")
-    if cfg.target_block not in TARGET_BLOCKS:
-        raise ValueError(f"unknown target_block {cfg.target_block!r} (known: {', '.join(TARGET_BLOCKS)})")
+    for name, choices in METHOD_OPTIONS.items():
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"unknown {name} {getattr(cfg, name)!r} (known: {', '.join(choices)})")
     if cfg.reward not in REWARD_MODES:
         raise ValueError(f"unknown reward mode {cfg.reward!r} (known: {', '.join(REWARD_MODES)})")
     if cfg.coef_range < 1.0:

@@ -31,7 +31,7 @@ from edit_gym.actions import InvalidActionError, decode_action, make_action_spac
 from edit_gym.architectures import architecture_for, block_of, default_candidates
 from edit_gym.backbones import Backbone, load_backbone
 from edit_gym.candidates import Candidate, resolve_candidates
-from edit_gym.config import EnvConfig, make_config
+from edit_gym.config import METHOD_OPTION_DEFAULTS, EnvConfig, make_config
 from edit_gym.data import EditRequest, InvalidRecordError, load_requests, resolve_known_only
 from edit_gym.editing.capture import EditCapture, capture
 from edit_gym.editing.covariance import key_covariance
@@ -262,9 +262,9 @@ class LifelongEditEnv(gym.Env):
                 f"editor_params and target apply to the named methods ({', '.join(sorted(METHODS))}), "
                 f"not to the one-step rule {self.cfg.editor!r}"
             )
-        for option, default in (("reference", "all"), ("target_block", "selection")):
+        for option, default in METHOD_OPTION_DEFAULTS.items():
             value = getattr(self.cfg, option)
-            if value != default:  # a one-step rule has no band and no target block
+            if value != default:
                 raise ValueError(
                     f"{option}={value!r} needs a named method as the editor "
                     f"({', '.join(sorted(METHODS))}), not the one-step rule {self.cfg.editor!r}"
